@@ -1,0 +1,297 @@
+"""Audio in and out: G.711 and PCM codecs, resampling to 16 kHz, and reading audio files."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voice.errors import VoiceError
+from voice.types import SAMPLE_RATE
+
+log = logging.getLogger("voice")
+
+ENCODINGS = ("pcm16", "mulaw", "alaw")  # what a live stream may carry
+PHONE_RATE = 8_000  # G.711 telephony sample rate
+MIN_FILE_RATE = 8_000  # below this a file is not speech audio we can use
+MAX_FILE_RATE = 192_000
+
+# G.711 constants, as in the reference implementation (Sun Microsystems' g711.c, used by audioop)
+_MULAW_BIAS = 0x84  # added to the magnitude before finding the segment
+_MULAW_CLIP = 8159  # largest 14-bit magnitude mu-law represents
+_MULAW_SEG_END = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
+_ALAW_SEG_END = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+
+
+class AudioError(VoiceError, ValueError):
+    """Audio that cannot be used: unreadable, empty, or implausible. The message names the file."""
+
+
+# --- G.711 ------------------------------------------------------------------------------------
+
+
+def _mulaw_decode_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    t = ((u & 0x0F) << 3) + _MULAW_BIAS
+    t = t << ((u & 0x70) >> 4)
+    return np.where(u & 0x80, _MULAW_BIAS - t, t - _MULAW_BIAS).astype(np.int16)
+
+
+def _alaw_decode_table() -> np.ndarray:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, t + 0x108)
+    t = np.where(seg > 1, t << np.maximum(seg - 1, 0), t)
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+_MULAW_TO_PCM = _mulaw_decode_table()
+_ALAW_TO_PCM = _alaw_decode_table()
+
+
+def mulaw_decode(data: bytes | np.ndarray) -> np.ndarray:
+    """G.711 mu-law bytes -> int16 samples (bit-exact with audioop.ulaw2lin)."""
+    return _MULAW_TO_PCM[np.frombuffer(data, dtype=np.uint8)]
+
+
+def alaw_decode(data: bytes | np.ndarray) -> np.ndarray:
+    """G.711 A-law bytes -> int16 samples (bit-exact with audioop.alaw2lin)."""
+    return _ALAW_TO_PCM[np.frombuffer(data, dtype=np.uint8)]
+
+
+def mulaw_encode(pcm: np.ndarray) -> bytes:
+    """int16 samples -> G.711 mu-law bytes (bit-exact with audioop.lin2ulaw)."""
+    val = np.asarray(pcm, dtype=np.int16).astype(np.int32) >> 2  # 14-bit
+    mask = np.where(val < 0, 0x7F, 0xFF)
+    mag = np.minimum(np.abs(val), _MULAW_CLIP) + (_MULAW_BIAS >> 2)
+    seg = np.searchsorted(_MULAW_SEG_END, mag, side="left")
+    uval = (seg << 4) | ((mag >> (seg + 1)) & 0x0F)
+    out = np.where(seg >= 8, 0x7F ^ mask, uval ^ mask)
+    return out.astype(np.uint8).tobytes()
+
+
+def alaw_encode(pcm: np.ndarray) -> bytes:
+    """int16 samples -> G.711 A-law bytes (bit-exact with audioop.lin2alaw)."""
+    val = np.asarray(pcm, dtype=np.int16).astype(np.int32) >> 3  # 13-bit
+    mask = np.where(val >= 0, 0xD5, 0x55)
+    mag = np.where(val >= 0, val, -val - 1)
+    seg = np.searchsorted(_ALAW_SEG_END, mag, side="left")
+    shift = np.where(seg < 2, 1, seg)
+    aval = (seg << 4) | ((mag >> shift) & 0x0F)
+    out = np.where(seg >= 8, 0x7F ^ mask, aval ^ mask)
+    return out.astype(np.uint8).tobytes()
+
+
+# --- PCM and sample formats ---------------------------------------------------------------------
+
+
+def pcm16_to_float(pcm: np.ndarray) -> np.ndarray:
+    return (np.asarray(pcm, dtype=np.int16).astype(np.float32)) / 32768.0
+
+
+def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1.0, 1.0 - 1.0 / 32768) * 32768.0).round().astype(np.int16)
+
+
+def decode_bytes(data: bytes, encoding: str) -> np.ndarray:
+    """Raw stream bytes in `encoding` -> int16 samples. pcm16 is little-endian."""
+    if encoding == "mulaw":
+        return mulaw_decode(data)
+    if encoding == "alaw":
+        return alaw_decode(data)
+    if encoding == "pcm16":
+        if len(data) % 2:
+            raise AudioError(f"pcm16 data has an odd number of bytes ({len(data)})")
+        return np.frombuffer(data, dtype="<i2").astype(np.int16)
+    raise AudioError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+
+
+def encode_bytes(pcm: np.ndarray, encoding: str) -> bytes:
+    """int16 samples -> raw stream bytes in `encoding`."""
+    if encoding == "mulaw":
+        return mulaw_encode(pcm)
+    if encoding == "alaw":
+        return alaw_encode(pcm)
+    if encoding == "pcm16":
+        return np.asarray(pcm, dtype="<i2").tobytes()
+    raise AudioError(f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
+
+
+# --- Resampling ---------------------------------------------------------------------------------
+
+
+def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Whole-signal resampling (soxr, high quality) to `target` Hz, float32."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if rate == target or samples.size == 0:
+        return samples
+    import soxr
+
+    return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32)
+
+
+class StreamDecoder:
+    """Turns a live byte stream (any supported encoding and rate) into 16 kHz float32 chunks.
+
+    Keeps the resampler's filter state and any odd trailing byte between pushes, so the output
+    does not depend on how the stream was chunked.
+    """
+
+    def __init__(self, encoding: str = "mulaw", sample_rate: int = PHONE_RATE):
+        if encoding not in ENCODINGS:
+            raise AudioError(
+                f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}"
+            )
+        if sample_rate not in (8_000, 16_000):
+            raise AudioError(
+                f"unsupported stream sample rate {sample_rate}; expected 8000 or 16000"
+            )
+        self.encoding = encoding
+        self.sample_rate = sample_rate
+        self._carry = b""
+        self._resampler = None
+        if sample_rate != SAMPLE_RATE:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(
+                sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+            )
+
+    def push(self, data: bytes) -> np.ndarray:
+        if self.encoding == "pcm16":
+            data = self._carry + data
+            cut = len(data) - len(data) % 2
+            data, self._carry = data[:cut], data[cut:]
+        return self._resample(pcm16_to_float(decode_bytes(data, self.encoding)), last=False)
+
+    def flush(self) -> np.ndarray:
+        return self._resample(np.zeros(0, dtype=np.float32), last=True)
+
+    def _resample(self, samples: np.ndarray, last: bool) -> np.ndarray:
+        if self._resampler is None:
+            return samples
+        return self._resampler.resample_chunk(samples, last=last).astype(np.float32, copy=False)
+
+
+# --- Files --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file held before conversion to 16 kHz mono."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read a file's header; raises AudioError naming the file when libsndfile cannot."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types (RuntimeError, LibsndfileError)
+        raise AudioError(f"{path}: cannot read audio ({_reason(exc)})") from exc
+    return AudioInfo(str(path), info.samplerate, info.channels, info.frames, info.subtype)
+
+
+def read_audio(
+    path: str | Path,
+    offset: float = 0.0,
+    duration: float | None = None,
+    channel: int | None = None,
+    target_rate: int = SAMPLE_RATE,
+) -> np.ndarray:
+    """Read any file libsndfile reads as mono float32 at `target_rate`.
+
+    `offset`/`duration` select a span in seconds. Multichannel audio is mixed down with a
+    warning unless `channel` picks one (0-based; the customer's side of a stereo call recording).
+    """
+    import soundfile as sf
+
+    info = probe(path)
+    if not MIN_FILE_RATE <= info.sample_rate <= MAX_FILE_RATE:
+        raise AudioError(
+            f"{path}: implausible sample rate {info.sample_rate} Hz "
+            f"(expected {MIN_FILE_RATE}-{MAX_FILE_RATE}); is the header right?"
+        )
+    if info.frames == 0:
+        raise AudioError(f"{path}: the file holds no audio")
+    start = int(round(offset * info.sample_rate))
+    if start >= info.frames:
+        raise AudioError(f"{path}: offset {offset:.2f}s is past the end ({info.duration:.2f}s)")
+    stop = (
+        info.frames
+        if duration is None
+        else min(info.frames, start + int(round(duration * info.sample_rate)))
+    )
+    try:
+        data, rate = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no audio")
+    if channel is not None:
+        if not 0 <= channel < data.shape[1]:
+            raise AudioError(
+                f"{path}: has {data.shape[1]} channel(s); channel {channel} does not exist"
+            )
+        mono = data[:, channel]
+    else:
+        if data.shape[1] > 1:
+            log.warning(
+                "%s: %d channels mixed down to mono (pick one with --channel)", path, data.shape[1]
+            )
+        mono = data.mean(axis=1)
+    return resample(mono, rate, target_rate)
+
+
+def write_wav(
+    path: str | Path, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16"
+) -> None:
+    """Write mono audio atomically (temp file, then rename); subtype ULAW gives G.711 mu-law WAV."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(
+        str(tmp), np.asarray(samples, dtype=np.float32), sample_rate, subtype=subtype, format="WAV"
+    )
+    tmp.replace(path)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+__all__ = [
+    "ENCODINGS",
+    "PHONE_RATE",
+    "AudioError",
+    "AudioInfo",
+    "StreamDecoder",
+    "alaw_decode",
+    "alaw_encode",
+    "decode_bytes",
+    "encode_bytes",
+    "float_to_pcm16",
+    "mulaw_decode",
+    "mulaw_encode",
+    "pcm16_to_float",
+    "probe",
+    "read_audio",
+    "resample",
+    "write_wav",
+]
