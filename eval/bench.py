@@ -1,0 +1,218 @@
+"""`make bench`: VAD speed, ASR real-time factor and end-of-utterance latency, 30 s vs short windows.
+
+Latency is measured in simulated real time: the session's clock is the stream position of the
+audio pushed so far plus the compute time spent since that push, so a transcript's latency is
+the VAD's end-of-speech wait plus decoding, as on an idle machine receiving a live call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_LINES = (
+    "喂，你好，我想查下我張單。", "點解我今個月嘅月費貴咗咁多㗎？", "我個account login唔到，個密碼唔啱。",
+    "我上個禮拜訂咗部電話，到而家都未收到。", "可唔可以幫我改送貨地址？", "屋企個WiFi成日斷線，好麻煩。",
+    "我想退款，件貨爛咗。", "我下個月去日本，想開通漫遊。", "有冇平啲嘅plan可以轉？", "我想投訴你哋嘅服務。",
+    "頭先有人打嚟話我中咗獎，係咪呃人㗎？", "我想約時間去門市整電話。", "你哋門市今日幾點閂門？", "好啦，唔該晒。",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CallRun:
+    """One streamed call: its audio length and per-utterance timings."""
+
+    audio_s: float
+    wall_s: float
+    latencies_ms: list[float]
+    asr_ms: list[float]
+
+    @property
+    def rtf(self) -> float:
+        return sum(self.asr_ms) / 1000 / self.audio_s
+
+
+def make_call(path: Path, minutes: float, seed: int) -> Path:
+    from voice.audio import PHONE_RATE, write_wav
+    from voice.demo import render_call
+    from voice.tts import VOICE_VARIANTS, Voice
+
+    rng = np.random.default_rng(seed)
+    lines: list[str] = []
+    while len(lines) * 4.5 < minutes * 60:  # ~3 s of speech + ~1.2 s pause a line
+        lines += list(rng.permutation(SAMPLE_LINES))
+    voice = Voice(VOICE_VARIANTS[seed % len(VOICE_VARIANTS)], speed=165)
+    audio, _ = render_call(tuple(lines), voice, rng)
+    write_wav(path, audio, PHONE_RATE, subtype="ULAW")
+    return path
+
+
+def stream_call(path: Path, transcriber, vad_options) -> CallRun:
+    """Stream a call in 20 ms chunks through a CallSession with a simulated real-time clock."""
+    from voice.audio import float_to_pcm16, read_audio
+    from voice.pipeline import CallSession, stream_format_for
+
+    fmt = stream_format_for(path)
+    pcm = float_to_pcm16(read_audio(path, target_rate=fmt.sample_rate)).astype("<i2").tobytes()
+    step = 2 * fmt.sample_rate // 50
+    state = {"stream_s": 0.0, "pushed_at": time.perf_counter()}
+
+    def clock() -> float:
+        return state["stream_s"] + (time.perf_counter() - state["pushed_at"])
+
+    session = CallSession(path.stem, transcriber, vad_options, fmt, clock=clock)
+    events = []
+    started = time.perf_counter()
+    for offset in range(0, len(pcm), step):
+        state["stream_s"] = (offset + step) / 2 / fmt.sample_rate
+        state["pushed_at"] = time.perf_counter()
+        events += session.push(pcm[offset : offset + step])
+    events += session.flush()
+    wall = time.perf_counter() - started
+    transcripts = [e for e in events if e.type == "transcript"]
+    return CallRun(
+        audio_s=len(pcm) / 2 / fmt.sample_rate,
+        wall_s=wall,
+        latencies_ms=[e.latency_ms for e in transcripts],
+        asr_ms=[e.asr_ms for e in transcripts],
+    )
+
+
+def vad_speed(path: Path, backend: str) -> float:
+    """VAD alone, x real time."""
+    from voice.audio import read_audio
+    from voice.vad import Segmenter, VadOptions
+
+    audio = read_audio(path)
+    seg = Segmenter("bench", VadOptions(backend=backend))
+    started = time.perf_counter()
+    for i in range(0, audio.size, 320):
+        seg.push(audio[i : i + 320])
+    seg.flush()
+    return audio.size / 16000 / (time.perf_counter() - started)
+
+
+def _p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run(model: str = "base", minutes: float = 10.0, out: Path | None = None) -> str:
+    from voice.asr import AsrOptions, Transcriber
+    from voice.demo import make_demo_call
+    from voice.vad import VadOptions
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = make_demo_call(Path(tmp) / "sample_call.wav").path
+        long_call = make_call(Path(tmp) / f"call_{minutes:g}min.wav", minutes, seed=11)
+        calls = {"sample call": sample, f"{minutes:g}-min call": long_call}
+        vad_rows = [
+            (name, backend, vad_speed(path, backend))
+            for name, path in calls.items()
+            for backend in ("webrtc", "silero")
+        ]
+        vad = VadOptions()
+        for window in (30, 10):
+            transcriber = Transcriber.load(model, AsrOptions(window_seconds=window))
+            for name, path in calls.items():
+                print(f"  {name}, {window} s window…", file=sys.stderr, flush=True)
+                r = stream_call(path, transcriber, vad)
+                rows.append((name, window, r))
+    lines = [
+        "## Streaming pipeline (issue 2)",
+        "",
+        f"Command: `make bench` (`python -m eval.bench --model {model} --minutes {minutes:g}`). "
+        f"Machine: {_machine()}. Model: {model}, int8, greedy, webrtc VAD (stop 400 ms).",
+        "Latency = end of the utterance's audio -> transcript event, in simulated real time "
+        "(VAD end-of-speech wait + decoding), median and p95 over the call's utterances.",
+        "",
+        "| VAD | call | speed (x real time) |",
+        "|---|---|---|",
+        *[f"| {backend} | {name} | {speed:,.0f}x |" for name, backend, speed in vad_rows],
+        "",
+        "| call | encoder window | utterances | ASR RTF | ASR ms/utt (median) | latency p50 ms | latency p95 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, window, r in rows:
+        lines.append(
+            f"| {name} ({r.audio_s:.0f} s) | {window} s | {len(r.asr_ms)} | {r.rtf:.3f} | "
+            f"{statistics.median(r.asr_ms):.0f} | {_p(r.latencies_ms, 50):.0f} | {_p(r.latencies_ms, 95):.0f} |"
+        )
+    by = {(n, w): r for n, w, r in rows}
+    for name in calls:
+        ratio = statistics.median(by[(name, 30)].asr_ms) / statistics.median(by[(name, 10)].asr_ms)
+        lines.append(
+            f"\n{name}: 10 s window decodes {ratio:.1f}x faster than 30 s (median ms per utterance)."
+        )
+    lines.append(
+        "\nQuality at short windows is not assumed: stock Whisper base was trained on 30 s windows; "
+        "see the fine-tuning section for CER at each window."
+    )
+    section = "\n".join(lines) + "\n"
+    if out:
+        update_section(out, "## Streaming pipeline (issue 2)", section)
+    return section
+
+
+def update_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) the section starting at `heading` in a Markdown file, atomically."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    start = text.find(heading)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + body + ("" if end < 0 else "\n" + text[end + 1 :])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__)
+    parser.add_argument("--model", default="base")
+    parser.add_argument(
+        "--minutes", type=float, default=10.0, help="length of the long synthetic call"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Markdown file to update (BENCHMARKS.md)"
+    )
+    parser.add_argument(
+        "--skip-answer", action="store_true", help="skip the answer-engine latency bench"
+    )
+    args = parser.parse_args(argv)
+    print(run(args.model, args.minutes, args.out))
+    if not args.skip_answer:
+        try:
+            from voice.answer.bench import run_bench
+        except ImportError:
+            return 0
+        result = run_bench()
+        body = (
+            "## Answer engine (issue 6)\n\nCommand: `make bench`. "
+            f"{result.get('entries', 5000)}-entry knowledge base, {result.get('queries', '')} queries: "
+            f"median {result['median_ms']:.2f} ms, p95 {result['p95_ms']:.2f} ms per answer.\n"
+        )
+        print(body)
+        if args.out:
+            update_section(args.out, "## Answer engine (issue 6)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
