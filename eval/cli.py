@@ -1,0 +1,136 @@
+"""`voice eval`: CER/MER/WER, latency and RTF of one or more models on a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from voice.commands import add_asr_args
+
+EXIT_ABOVE_BAR = 1  # --fail-above: some model's CER is above the bar
+EXIT_BAD_INPUT = 2  # bad manifest or options (as every VoiceError)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="measure models on a manifest: CER/MER/WER, latency, RTF, reports",
+        description="Transcribes a manifest's audio with each model (loaded once) through the "
+        "production code and scores it on normalised Hong Kong Traditional text: CER (primary), "
+        "MER (Han characters + English words), WER (pycantonese words), as corpus-level "
+        "fractions. Utterance mode scores each line's span; call mode streams whole calls "
+        "through VAD + ASR and also scores the VAD.",
+        conflict_handler="resolve",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="JSONL manifest (see DESIGN.md)")
+    add_asr_args(p)
+    p.add_argument(
+        "--model", dest="models", action="append", metavar="M",
+        help="model name or directory; repeat to compare models (default: base)",
+    )  # fmt: skip
+    p.add_argument("--mode", choices=("utterance", "call"), default="utterance")
+    p.add_argument("--split", choices=("train", "dev", "test"), help="only lines of this split")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N lines (quick checks)")
+    p.add_argument(
+        "--numbers", choices=("digits", "keep"), default="digits",
+        help="Chinese numerals to Arabic digits before scoring (default) or keep them",
+    )  # fmt: skip
+    p.add_argument(
+        "--json", action="store_true", help='end stdout with one JSON object: {"models": [...]}'
+    )
+    p.add_argument("--report", metavar="DIR", help="write JSONL, Markdown and HTML reports here")
+    p.add_argument(
+        "--fail-above", type=float, metavar="CER",
+        help="exit 1 if any model's CER (a fraction, e.g. 0.15) is above this",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def load_entries(args: argparse.Namespace):
+    """Manifest entries to evaluate, or None after printing the manifest's problems."""
+    from voice.data.manifest import load_manifest
+
+    entries, problems = load_manifest(args.manifest)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        for problem in errors[:100]:
+            print(f"error: {problem}", file=sys.stderr)
+        if len(errors) > 100:
+            print(f"... and {len(errors) - 100} more", file=sys.stderr)
+        print(f"{args.manifest}: {len(errors)} problem(s); fix them and rerun", file=sys.stderr)
+        return None
+    if args.split:
+        entries = [e for e in entries if e.split == args.split]
+    if args.limit is not None:
+        entries = entries[: max(0, args.limit)]
+    return entries
+
+
+def run(args: argparse.Namespace) -> int:
+    from eval.errors import EvalError
+    from eval.normalize import NormalizeOptions
+    from eval.results import summary_json
+    from eval.runner import EvalOptions, evaluate
+    from voice.commands import asr_from_args
+
+    entries = load_entries(args)
+    if entries is None:
+        return EXIT_BAD_INPUT
+    if not entries:
+        raise EvalError(
+            f"{args.manifest}: no lines to evaluate"
+            + (f" in split {args.split}" if args.split else "")
+        )
+    models = args.models or ["base"]
+    options = EvalOptions(
+        mode=args.mode,
+        normalize=NormalizeOptions(numbers=args.numbers),
+        progress=not args.no_progress,
+    )
+
+    def load(model: str):
+        return asr_from_args(argparse.Namespace(**{**vars(args), "model": model}))
+
+    results = []
+    for result in evaluate(models, load, entries, options):
+        results.append(result)
+        if not args.json:
+            print(_line(result), flush=True)
+    if args.report:
+        from eval.report import write_report
+
+        write_report(args.report, results, manifest=str(args.manifest))
+        print(f"report written to {args.report}", file=sys.stderr)
+    summary = summary_json(results)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    if args.fail_above is not None:
+        above = [m for m in summary["models"] if m["cer"] is None or m["cer"] > args.fail_above]
+        for m in above:
+            print(f"FAIL: {m['model']} CER {m['cer']} is above {args.fail_above}", file=sys.stderr)
+        if above:
+            return EXIT_ABOVE_BAR
+    return 0
+
+
+def _line(result) -> str:
+    c = result.corpus
+    if not c.utterances:
+        return f"{result.model}: nothing scored ({len(result.failures)} failed)"
+    rtf = f"{result.rtf:.3f}" if result.rtf is not None else "-"
+    p50 = result.latency_percentile(50)
+    p95 = result.latency_percentile(95)
+    lat = f"{p50:.0f}/{p95:.0f} ms" if p50 is not None else "-"
+    extra = ""
+    if result.vad is not None:
+        extra = (
+            f"  VAD miss {result.vad.miss_rate:.1%} false alarm {result.vad.false_alarm_rate:.1%}"
+        )
+    failed = f"  ({len(result.failures)} failed)" if result.failures else ""
+    return (
+        f"{result.model}: CER {c.cer.rate:.2%} (S {c.cer.substitutions} D {c.cer.deletions} "
+        f"I {c.cer.insertions} / {c.cer.reference_length})  MER {c.mer.rate:.2%}  "
+        f"WER {c.wer.rate:.2%}  {result.utterances} utt  RTF {rtf}  p50/p95 {lat}{extra}{failed}"
+    )

@@ -1,0 +1,346 @@
+"""The `--report DIR` outputs: per-utterance JSONL per model, report.md and a self-contained
+report.html with plots, a worst-utterances table and, for several models, a side-by-side table
+with paired-bootstrap confidence intervals on the CER difference. Every file is written
+atomically (temporary file, then rename)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from eval import plots
+from eval.metrics import METRICS, paired_bootstrap
+from eval.results import ModelResult, model_summary, summary_json
+
+WORST_SHOWN = 20  # rows in the worst-utterances table
+BOOTSTRAP_RESAMPLES = 1000  # paired-bootstrap resamples for the CER-difference interval
+CONFIDENCE = 0.95
+PLOT_NAMES = ("cer_by_speaker", "cer_by_call", "error_types", "latency")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """CER of `model` minus CER of the baseline (the first model), on the utterances both have."""
+
+    model: str
+    baseline: str
+    paired: int  # units scored for both models
+    diff: float
+    lo: float
+    hi: float
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes zero."""
+        return self.lo > 0 or self.hi < 0
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, str):
+        tmp.write_text(data, encoding="utf-8")
+    else:
+        tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def model_slugs(results: list[ModelResult]) -> list[str]:
+    """A folder name per model: its position and the last part of its name or path."""
+    slugs = []
+    for i, r in enumerate(results, start=1):
+        tail = Path(r.model.rstrip("/\\")).name or r.model
+        slugs.append(f"{i}-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", tail).strip("_") or "model"))
+    return slugs
+
+
+def compare(
+    results: list[ModelResult], n: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> list[Comparison]:
+    """Paired-bootstrap CER differences of every model after the first against the first."""
+    if len(results) < 2:
+        return []
+    base = results[0]
+    out = []
+    for other in results[1:]:
+        ids = {s.id for s in base.scores} & {s.id for s in other.scores}
+        a = [s for s in base.scores if s.id in ids]
+        b = [s for s in other.scores if s.id in ids]
+        if not a:
+            continue
+        diff, lo, hi = paired_bootstrap(a, b, "cer", n=n, seed=seed, confidence=CONFIDENCE)
+        out.append(Comparison(other.model, base.model, len(a), diff, lo, hi))
+    return out
+
+
+def utterance_lines(result: ModelResult) -> str:
+    """JSONL: one object per scored unit (reference, hypothesis, normalised forms, edits...)."""
+    return "".join(
+        json.dumps({"model": result.model, **s.to_dict()}, ensure_ascii=False) + "\n"
+        for s in result.scores
+    )
+
+
+def write_report(
+    out_dir: str | Path,
+    results: list[ModelResult],
+    manifest: str = "",
+    bootstrap_n: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> list[Path]:
+    """Write every report file under `out_dir`; returns the paths written."""
+    out = Path(out_dir)
+    slugs = model_slugs(results)
+    comparisons = compare(results, bootstrap_n, seed)
+    written: list[Path] = []
+    figures: list[dict[str, bytes]] = []
+    for result, slug in zip(results, slugs, strict=True):
+        written.append(write_atomic(out / slug / "utterances.jsonl", utterance_lines(result)))
+        figs = model_figures(result)
+        for name, png in figs.items():
+            written.append(write_atomic(out / slug / f"{name}.png", png))
+        figures.append(figs)
+    summary = json.dumps(summary_json(results), ensure_ascii=False, indent=2) + "\n"
+    written.append(write_atomic(out / "summary.json", summary))
+    written.append(write_atomic(out / "report.md", markdown(results, slugs, comparisons, manifest)))
+    written.append(
+        write_atomic(out / "report.html", to_html(results, figures, comparisons, manifest))
+    )
+    return written
+
+
+def model_figures(result: ModelResult) -> dict[str, bytes]:
+    """The four plots for one model, as PNG bytes keyed by PLOT_NAMES."""
+    unit = "call" if result.mode == "call" else "utterance"
+    name = plots.ascii_label(Path(result.model).name or result.model)
+    return {
+        "cer_by_speaker": plots.cer_bar_chart(
+            plots.cer_by_group(result.scores, lambda s: s.speaker),
+            f"CER by speaker - {name}",
+            "speaker",
+        ),
+        "cer_by_call": plots.cer_bar_chart(
+            plots.cer_by_group(result.scores, lambda s: s.call_id), f"CER by call - {name}", "call"
+        ),
+        "error_types": plots.error_type_chart(result.scores, f"Error types - {name}"),
+        "latency": plots.latency_histogram(result.latencies_ms, f"Latency per {unit} - {name}"),
+    }
+
+
+# --- shared table content ---------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+SUMMARY_HEADER = (
+    "model", "CER", "MER", "WER", "S", "D", "I", "ref chars", "units", "utterances", "RTF",
+    "p50 ms", "p95 ms", "VAD miss", "VAD false alarm",
+)  # fmt: skip
+
+
+def summary_rows(results: list[ModelResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        s = model_summary(r)
+        rows.append(
+            [
+                r.model, _pct(s["cer"]), _pct(s["mer"]), _pct(s["wer"]),
+                str(s["substitutions"]), str(s["deletions"]), str(s["insertions"]),
+                str(s["reference_chars"]), str(len(r.scores)), str(s["utterances"]),
+                _num(s["rtf"], "{:.3f}"), _num(s["latency_p50_ms"]), _num(s["latency_p95_ms"]),
+                _pct(s.get("vad_miss_rate")), _pct(s.get("vad_false_alarm_rate")),
+            ]
+        )  # fmt: skip
+    return rows
+
+
+COMPARISON_HEADER = ("model", "CER", "ΔCER vs baseline", "95% CI", "paired units", "significant")
+
+
+def comparison_rows(results: list[ModelResult], comparisons: list[Comparison]) -> list[list[str]]:
+    cer = {r.model: r.corpus.cer.rate for r in results}
+    rows = [[results[0].model + " (baseline)", _pct(cer[results[0].model]), "-", "-", "-", "-"]]
+    for c in comparisons:
+        rows.append(
+            [
+                c.model, _pct(cer[c.model]), f"{100 * c.diff:+.2f} pt",
+                f"[{100 * c.lo:+.2f}, {100 * c.hi:+.2f}] pt", str(c.paired),
+                "yes" if c.significant else "no",
+            ]
+        )  # fmt: skip
+    return rows
+
+
+WORST_HEADER = ("id", "call", "speaker", "CER", "S/D/I", "reference", "hypothesis")
+
+
+def worst_rows(result: ModelResult, limit: int = WORST_SHOWN) -> list[list[str]]:
+    worst = sorted(
+        (s for s in result.scores if s.cer.errors),
+        key=lambda s: (-s.cer.rate, -s.cer.errors, s.id),
+    )[:limit]
+    return [
+        [
+            s.id, s.call_id, s.speaker or "-", _pct(s.cer.rate),
+            f"{s.cer.substitutions}/{s.cer.deletions}/{s.cer.insertions}",
+            s.reference, s.hypothesis or "(empty)",
+        ]
+        for s in worst
+    ]  # fmt: skip
+
+
+ERROR_HEADER = ("metric", "rate", "hits", "substitutions", "deletions", "insertions", "ref tokens")
+
+
+def error_rows(result: ModelResult) -> list[list[str]]:
+    corpus = result.corpus
+    rows = []
+    for m in METRICS:
+        c = corpus.counts(m)
+        rows.append(
+            [m.upper(), _pct(c.rate), str(c.hits), str(c.substitutions), str(c.deletions),
+             str(c.insertions), str(c.reference_length)]
+        )  # fmt: skip
+    return rows
+
+
+def _header_lines(results: list[ModelResult], manifest: str) -> list[str]:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    modes = sorted({r.mode for r in results})
+    lines = [f"Manifest: {manifest or '-'}", f"Mode: {', '.join(modes)}", f"Generated: {when}"]
+    norms = sorted({r.normalizer for r in results if r.normalizer})
+    lines += [f"Normalisation: {n}" for n in norms]
+    lines.append(
+        "Rates are corpus-level (total edits / total reference tokens). CER: every non-space "
+        "character of the normalised text; MER: Han characters and English words; WER: "
+        "pycantonese words."
+    )
+    return lines
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def markdown(
+    results: list[ModelResult], slugs: list[str], comparisons: list[Comparison], manifest: str
+) -> str:
+    """report.md: summary, comparison, then per model its plots, error types and worst units."""
+    lines = ["# Evaluation report", ""]
+    lines += [f"- {line}" for line in _header_lines(results, manifest)]
+    lines += ["", "## Summary", ""] + _md_table(SUMMARY_HEADER, summary_rows(results))
+    if comparisons:
+        lines += ["", "## Side by side", ""]
+        lines.append(
+            f"CER difference against the first model with a paired-bootstrap {CONFIDENCE:.0%} "
+            f"interval ({BOOTSTRAP_RESAMPLES} resamples of the units both models scored); "
+            "negative means fewer errors than the baseline."
+        )
+        lines += [""] + _md_table(COMPARISON_HEADER, comparison_rows(results, comparisons))
+    for result, slug in zip(results, slugs, strict=True):
+        lines += ["", f"## {result.model}", ""]
+        lines += [f"Per-unit results: [`{slug}/utterances.jsonl`]({slug}/utterances.jsonl)"]
+        if result.failures:
+            lines += ["", f"{len(result.failures)} unit(s) could not be decoded:"]
+            lines += [f"- {_md_cell(f)}" for f in result.failures[:20]]
+        lines += ["", "### Error types", ""] + _md_table(ERROR_HEADER, error_rows(result))
+        lines += [""] + [f"![{name}]({slug}/{name}.png)" for name in PLOT_NAMES]
+        worst = worst_rows(result)
+        lines += ["", "### Worst units", ""]
+        lines += _md_table(WORST_HEADER, worst) if worst else ["No errors."]
+    return "\n".join(lines) + "\n"
+
+
+# --- HTML -------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,"Noto Sans CJK TC","PingFang HK","Microsoft JhengHei",sans-serif;
+margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f0f0} td.num{text-align:right} img{max-width:100%;margin:.5em 0}
+.meta{color:#555;font-size:13px}
+"""
+
+
+def _html_table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def to_html(
+    results: list[ModelResult],
+    figures: list[dict[str, bytes]],
+    comparisons: list[Comparison],
+    manifest: str,
+) -> str:
+    """report.html: the Markdown report's content, self-contained (plots inlined as base64)."""
+    parts = ["<!DOCTYPE html>", '<html lang="zh-Hant-HK"><head><meta charset="utf-8">']
+    parts.append(f"<title>Evaluation report</title><style>{_CSS}</style></head><body>")
+    parts.append("<h1>Evaluation report</h1><div class='meta'>")
+    parts += [f"<div>{html.escape(line)}</div>" for line in _header_lines(results, manifest)]
+    parts.append("</div><h2>Summary</h2>" + _html_table(SUMMARY_HEADER, summary_rows(results)))
+    if comparisons:
+        parts.append("<h2>Side by side</h2>")
+        parts.append(
+            f"<p>CER difference against the first model with a paired-bootstrap "
+            f"{CONFIDENCE:.0%} interval; negative means fewer errors than the baseline.</p>"
+        )
+        parts.append(_html_table(COMPARISON_HEADER, comparison_rows(results, comparisons)))
+    for result, figs in zip(results, figures, strict=True):
+        parts.append(f"<h2>{html.escape(result.model)}</h2>")
+        if result.failures:
+            items = "".join(f"<li>{html.escape(f)}</li>" for f in result.failures[:20])
+            parts.append(
+                f"<p>{len(result.failures)} unit(s) could not be decoded:</p><ul>{items}</ul>"
+            )
+        parts.append("<h3>Error types</h3>" + _html_table(ERROR_HEADER, error_rows(result)))
+        parts += [_img(figs[name], name) for name in PLOT_NAMES if name in figs]
+        worst = worst_rows(result)
+        parts.append("<h3>Worst units</h3>")
+        parts.append(_html_table(WORST_HEADER, worst) if worst else "<p>No errors.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+__all__ = [
+    "Comparison",
+    "compare",
+    "model_figures",
+    "model_slugs",
+    "write_atomic",
+    "write_report",
+    "markdown",
+    "to_html",
+]

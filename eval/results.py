@@ -1,0 +1,93 @@
+"""One model's evaluation result and the `--json` summary built from several of them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from eval.metrics import METRICS, CorpusScore, UtteranceScore
+from eval.vadscore import VadScore
+
+SUMMARY_KEYS = (
+    "model", "cer", "mer", "wer", "utterances", "rtf", "latency_p50_ms", "latency_p95_ms",
+)  # fmt: skip  # the contract: these first, in this order; extra keys may follow
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Everything measured for one model on one manifest.
+
+    `scores` holds one UtteranceScore per scored unit: an utterance in utterance mode, a whole
+    call in call mode. `utterances` counts the manifest lines behind them. `processing_seconds`
+    is decoding time (utterance mode) or the pipeline's wall time (call mode).
+    """
+
+    model: str
+    mode: str
+    scores: tuple[UtteranceScore, ...]
+    utterances: int
+    audio_seconds: float
+    processing_seconds: float
+    latencies_ms: tuple[float, ...] = ()
+    vad: VadScore | None = None
+    normalizer: str = ""
+    failures: tuple[str, ...] = ()  # lines that could not be decoded, with the reason
+
+    @property
+    def corpus(self) -> CorpusScore:
+        return CorpusScore.of(self.scores)
+
+    @property
+    def rtf(self) -> float | None:
+        """Real-time factor: processing time over audio time."""
+        return self.processing_seconds / self.audio_seconds if self.audio_seconds else None
+
+    def latency_percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        return float(np.percentile(np.asarray(self.latencies_ms, dtype=float), q))
+
+
+def _num(value: float | None, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def model_summary(result: ModelResult) -> dict:
+    """The contract keys for one model, then extras (edit counts, call and VAD figures)."""
+    corpus = result.corpus
+    out: dict = {
+        "model": result.model,
+        # no scored units (every file failed to decode): no rate, never a flattering 0
+        **{m: _num(corpus.counts(m).rate) if corpus.utterances else None for m in METRICS},
+        "utterances": result.utterances,
+        "rtf": _num(result.rtf, 4),
+        "latency_p50_ms": _num(result.latency_percentile(50), 1),
+        "latency_p95_ms": _num(result.latency_percentile(95), 1),
+    }
+    out["mode"] = result.mode
+    out["substitutions"] = corpus.cer.substitutions
+    out["deletions"] = corpus.cer.deletions
+    out["insertions"] = corpus.cer.insertions
+    out["reference_chars"] = corpus.cer.reference_length
+    out["audio_seconds"] = round(result.audio_seconds, 3)
+    if result.mode == "call":
+        out["calls"] = len(result.scores)
+    if result.vad is not None:
+        out["vad_miss_rate"] = _num(result.vad.miss_rate)
+        out["vad_false_alarm_rate"] = _num(result.vad.false_alarm_rate)
+    if result.failures:
+        out["failures"] = len(result.failures)
+    out["normalizer"] = result.normalizer
+    return out
+
+
+def summary_json(results: list[ModelResult]) -> dict:
+    """{"models": [...]}: one summary per model, rates as fractions (see SUMMARY_KEYS)."""
+    return {"models": [model_summary(r) for r in results]}
+
+
+__all__ = ["ModelResult", "SUMMARY_KEYS", "model_summary", "summary_json"]
