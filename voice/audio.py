@@ -122,12 +122,57 @@ def encode_bytes(pcm: np.ndarray, encoding: str) -> bytes:
 
 # --- Resampling ---------------------------------------------------------------------------------
 
+UPSAMPLE_TAPS = 97  # odd, so the filter delay is a whole number of output samples (48 = 3 ms)
+UPSAMPLE_CUTOFF_HZ = 3_700.0  # flat through the 3.4 kHz phone band, images above 4 kHz removed
+
+
+def _upsample_filter() -> np.ndarray:
+    n = np.arange(UPSAMPLE_TAPS) - (UPSAMPLE_TAPS - 1) / 2
+    fc = UPSAMPLE_CUTOFF_HZ / SAMPLE_RATE
+    h = 2 * fc * np.sinc(2 * fc * n) * np.kaiser(UPSAMPLE_TAPS, 8.0)
+    return (2 * h / h.sum()).astype(np.float64)  # gain 2 restores the level after zero-stuffing
+
+
+_UPSAMPLE_H = _upsample_filter()
+
+
+class Upsampler2x:
+    """8 kHz -> 16 kHz for live streams: a windowed-sinc FIR on the zero-stuffed signal.
+
+    Stateful, so output does not depend on chunking; 3 ms of delay (soxr's streaming resampler
+    releases audio in ~100 ms blocks, which would add to every live transcript's latency).
+    Output is aligned with the input and `flush()` makes the total exactly twice the input.
+    """
+
+    delay = (UPSAMPLE_TAPS - 1) // 2  # output samples
+
+    def __init__(self) -> None:
+        self._history = np.zeros(UPSAMPLE_TAPS - 1)
+        self._to_skip = self.delay
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        stuffed = np.zeros(2 * len(samples))
+        stuffed[::2] = samples
+        buffer = np.concatenate([self._history, stuffed])
+        self._history = buffer[-(UPSAMPLE_TAPS - 1) :]
+        out = np.convolve(buffer, _UPSAMPLE_H, mode="valid")
+        skip = min(self._to_skip, out.size)
+        self._to_skip -= skip
+        return out[skip:].astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        return self.push(np.zeros(self.delay // 2))
+
 
 def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Whole-signal resampling (soxr, high quality) to `target` Hz, float32."""
+    """Whole-signal resampling to `target` Hz, float32. 8 -> 16 kHz uses the streaming filter,
+    so a file read from disk and the same audio streamed live are identical sample for sample."""
     samples = np.asarray(samples, dtype=np.float32)
     if rate == target or samples.size == 0:
         return samples
+    if rate == PHONE_RATE and target == SAMPLE_RATE:
+        up = Upsampler2x()
+        return np.concatenate([up.push(samples), up.flush()])
     import soxr
 
     return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32)
@@ -145,35 +190,25 @@ class StreamDecoder:
             raise AudioError(
                 f"unknown encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}"
             )
-        if sample_rate not in (8_000, 16_000):
+        if sample_rate not in (PHONE_RATE, SAMPLE_RATE):
             raise AudioError(
                 f"unsupported stream sample rate {sample_rate}; expected 8000 or 16000"
             )
         self.encoding = encoding
         self.sample_rate = sample_rate
         self._carry = b""
-        self._resampler = None
-        if sample_rate != SAMPLE_RATE:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(
-                sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-            )
+        self._upsampler = Upsampler2x() if sample_rate == PHONE_RATE else None
 
     def push(self, data: bytes) -> np.ndarray:
         if self.encoding == "pcm16":
             data = self._carry + data
             cut = len(data) - len(data) % 2
             data, self._carry = data[:cut], data[cut:]
-        return self._resample(pcm16_to_float(decode_bytes(data, self.encoding)), last=False)
+        samples = pcm16_to_float(decode_bytes(data, self.encoding))
+        return self._upsampler.push(samples) if self._upsampler else samples
 
     def flush(self) -> np.ndarray:
-        return self._resample(np.zeros(0, dtype=np.float32), last=True)
-
-    def _resample(self, samples: np.ndarray, last: bool) -> np.ndarray:
-        if self._resampler is None:
-            return samples
-        return self._resampler.resample_chunk(samples, last=last).astype(np.float32, copy=False)
+        return self._upsampler.flush() if self._upsampler else np.zeros(0, dtype=np.float32)
 
 
 # --- Files --------------------------------------------------------------------------------------
@@ -282,6 +317,7 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "StreamDecoder",
+    "Upsampler2x",
     "alaw_decode",
     "alaw_encode",
     "decode_bytes",
