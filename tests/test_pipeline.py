@@ -86,3 +86,22 @@ def test_latency_counts_from_the_arrival_of_the_utterance_end(demo_pcm8k, tiny_m
     for e in transcripts:
         # the VAD closes 400 ms of silence after the speech (minus the 200 ms post-pad)
         assert 150 <= e.latency_ms <= 300, e
+
+
+def test_answer_engine_events_follow_each_transcript(demo_pcm8k, tiny_model_dir):
+    from voice.answer import AnswerEngine
+    from voice.asr import AsrOptions, Transcriber
+
+    t = Transcriber.load(tiny_model_dir, AsrOptions(compute_type="float32", no_speech_threshold=1.0))
+    engine = AnswerEngine.from_file("voice/answer/data/sample_kb.csv")
+    session = CallSession("c", t, stream=StreamFormat("pcm16", 8000), answer=engine.session("c"))
+    events = _events(session, encode_bytes(demo_pcm8k, "pcm16"), 640)
+    kinds = [e.type for e in events if e.type != "segment"]
+    transcripts = kinds.count("transcript")
+    assert transcripts >= 2
+    assert kinds.count("suggestion") == transcripts
+    for i, kind in enumerate(kinds):
+        if kind == "transcript":
+            assert kinds[i + 1] == "suggestion"
+    # random text from the tiny model answers nothing: two misses in a row ask for a human
+    assert "handoff" in kinds

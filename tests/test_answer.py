@@ -1,0 +1,453 @@
+"""Answer engine on the real sample KB: search, language, tone, escalation, CRM, CLI, events."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from voice.answer import (
+    SAMPLE_KB,
+    AnswerEngine,
+    AnswerOptions,
+    KBError,
+    SqliteCustomerProvider,
+    load_kb,
+)
+from voice.answer.crm import create_sample_db
+from voice.answer.text import chinese_to_int, extract_order_id, read_numbers
+from voice.cli import main
+from voice.types import AlertEvent, HandoffEvent, SuggestionEvent, TranscriptEvent
+
+HEADER = ["id", "category", "questions", "keywords", "answer", "answer_en", "priority"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> AnswerEngine:
+    return AnswerEngine.from_file(SAMPLE_KB)
+
+
+@pytest.fixture(scope="module")
+def crm_path(tmp_path_factory) -> Path:
+    return create_sample_db(tmp_path_factory.mktemp("crm") / "crm.db")
+
+
+@pytest.fixture(scope="module")
+def crm_engine(crm_path) -> AnswerEngine:
+    return AnswerEngine.from_file(SAMPLE_KB, crm=SqliteCustomerProvider(crm_path))
+
+
+def write_kb(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    return path
+
+
+# -- knowledge base ---------------------------------------------------------------------------
+
+
+def test_sample_kb_is_a_realistic_call_centre_kb():
+    kb = load_kb(SAMPLE_KB)
+    assert len(kb) >= 40
+    for category in (
+        "帳單",
+        "網絡",
+        "訂單",
+        "送貨",
+        "退款",
+        "帳戶",
+        "漫遊",
+        "月費計劃",
+        "投訴",
+        "詐騙",
+    ):
+        assert category in kb.categories
+    assert {e.id for e in kb.entries if e.priority == "high"} >= {"SIM-002", "FRAUD-001"}
+    assert all(e.answer_en for e in kb.entries)
+
+
+def test_kb_errors_name_every_row_and_column(tmp_path):
+    path = write_kb(
+        tmp_path / "bad.csv",
+        [
+            ["A1", "帳單", "點樣交費", "", "用信用卡", "", "normal"],
+            ["A1", "帳單", "張單幾錢", "", "登入 App 睇", "", ""],  # duplicate id
+            ["A3", "", "密碼", "", "", "", "urgent"],  # no category, no answer, bad priority
+            ["A4", "網絡", "上唔到網", "", "你好{nickname}", "", ""],  # unknown slot
+        ],
+    )
+    with pytest.raises(KBError) as info:
+        load_kb(path)
+    message = str(info.value)
+    assert f"{path} row 3 column id: duplicate id 'A1' (first on row 2)" in message
+    assert f"{path} row 4 column category: required value is empty" in message
+    assert f"{path} row 4 column answer: required value is empty" in message
+    assert f"{path} row 4 column priority: unknown priority 'urgent'" in message
+    assert f"{path} row 5 column answer: unknown slot {{nickname}}" in message
+    assert len(info.value.problems) == 5
+
+
+def test_kb_missing_column_is_reported(tmp_path):
+    path = write_kb(
+        tmp_path / "kb.csv", [["A1", "帳單", "點樣交費"]], ["id", "category", "questions"]
+    )
+    with pytest.raises(KBError, match="row 1 column answer: required column is missing"):
+        load_kb(path)
+
+
+def test_kb_loads_xlsx(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(HEADER)
+    sheet.append(
+        [
+            "X1",
+            "帳戶",
+            "我唔記得咗密碼|點樣重設密碼",
+            "密碼|password",
+            "按忘記密碼",
+            "Tap forgot password",
+            "high",
+        ]
+    )
+    book.save(tmp_path / "kb.xlsx")
+    kb = load_kb(tmp_path / "kb.xlsx")
+    assert kb.entries[0].questions == ("我唔記得咗密碼", "點樣重設密碼")
+    assert kb.entries[0].priority == "high"
+
+
+def test_reload_reaches_a_running_session(tmp_path):
+    rows = [["N1", "網絡", "上唔到網|流動數據用唔到", "上網", "請重新開機", "Restart", ""]]
+    path = write_kb(tmp_path / "kb.csv", rows)
+    engine = AnswerEngine.from_file(path)
+    session = engine.session(call_id="c1")
+    assert not session.answer("我想開通漫遊").resolved
+    rows.append(["R1", "漫遊", "點樣開通漫遊|去旅行開漫遊", "漫遊", "喺 App 開通漫遊", "", ""])
+    write_kb(path, rows)
+    engine.reload()
+    ans = session.answer("我想開通漫遊")
+    assert ans.resolved and ans.suggestions[0].id == "R1"
+    write_kb(path, [["R1", "漫遊", "", "", "", "", ""]])  # a broken edit keeps the old KB
+    with pytest.raises(KBError):
+        engine.reload()
+    assert session.answer("我想開通漫遊").suggestions[0].id == "R1"
+
+
+# -- search -----------------------------------------------------------------------------------
+
+PARAPHRASES = [
+    ("唔該，我想問下今個月張單幾多錢呀", "BILL-001"),
+    ("點解我張單貴咗咁多嘅", "BILL-002"),
+    ("我個account login唔到呀", "ACC-001"),
+    ("部電話上唔到網呀", "NET-001"),
+    ("我想申請退錢", "REF-001"),
+    ("件貨爛咗點算", "DEL-004"),
+    ("我部手機唔見咗呀", "SIM-002"),
+    ("有人打電話嚟扮你哋職員叫我過數", "FRAUD-001"),
+    ("你哋門市幾點開", "SHOP-001"),
+    ("我想約個師傅上嚟裝寬頻", "APT-001"),
+    ("我份約就嚟到期，續約有咩著數", "PLAN-002"),
+    ("啲數據用晒喇點加", "PLAN-004"),
+    ("點樣cut台", "ACC-005"),
+    ("我部電話爆咗mon", "DEV-001"),
+    ("你哋有冇分店喺沙田", "SHOP-001"),
+    ("我已經俾咗錢㗎喇點解仲要催我", "PAY-003"),
+    ("點解收咗我兩次錢", "REF-003"),
+    ("我要搵真人", "CMP-002"),
+    ("我想改師傅上門嘅時間", "APT-002"),
+    ("可唔可以轉台過嚟保留我個號碼", "PLAN-005"),
+]
+HOMOPHONES = [  # ASR wrote a same-sounding character (tones may differ)
+    ("我想查下張丹幾錢", "BILL-001"),  # 張單
+    ("我唔記得咗個蜜碼點算", "ACC-001"),  # 密碼
+    ("點樣開通慢遊", "ROAM-001"),  # 漫遊
+    ("我下個月去台灣要點開漫由", "ROAM-001"),  # 漫遊
+    ("屋企寬貧斷咗線", "NET-003"),  # 寬頻
+    ("我想申請推款", "REF-001"),  # 退款
+    ("我要頭素", "CMP-001"),  # 投訴
+    ("門是幾點開", "SHOP-001"),  # 門市
+    ("流動數具用唔到", "NET-001"),  # 數據
+    ("我想取消定單", "ORD-002"),  # 訂單
+]
+OFF_TOPIC = [
+    "今日天氣點呀",
+    "邊度有好食嘅點心",
+    "尋晚曼聯贏咗波",
+    "did you watch the football last night",
+    "你鍾唔鍾意食蝦餃",
+    "明天會下雨嗎",
+    "今晚食咩好",
+    "你好",
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PARAPHRASES + HOMOPHONES)
+def test_colloquial_and_misheard_questions_find_the_entry(engine, text, expected):
+    ans = engine.answer(text)
+    assert ans.resolved, ans.to_dict()
+    assert ans.suggestions[0].id == expected
+    assert ans.language == "zh-Hant"
+    assert ans.reply == ans.suggestions[0].reply
+
+
+@pytest.mark.parametrize("text", OFF_TOPIC)
+def test_off_topic_is_unresolved(engine, text):
+    ans = engine.answer(text)
+    assert not ans.resolved
+    assert all(s.score < engine.options.threshold for s in ans.suggestions)
+    fallback = (
+        engine.options.fallback_reply_en if ans.language == "en" else engine.options.fallback_reply
+    )
+    assert ans.reply == fallback
+
+
+def test_scores_are_calibrated_and_sorted(engine):
+    hits = engine.search("我唔記得咗密碼", top_k=3)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] > 0.9 > scores[1]
+
+
+# -- language ---------------------------------------------------------------------------------
+
+ENGLISH = [
+    ("I forgot my password", "ACC-001"),
+    ("how much is my bill this month", "BILL-001"),
+    ("I lost my phone", "SIM-002"),
+    ("my delivery is late", "DEL-002"),
+    ("can I get a refund", "REF-001"),
+    ("how do I turn on roaming", "ROAM-001"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ENGLISH)
+def test_english_questions_get_english_replies(engine, text, expected):
+    ans = engine.answer(text)
+    assert ans.language == "en"
+    assert ans.resolved and ans.suggestions[0].id == expected
+    assert ans.suggestions[0].reply == engine.kb.by_id[expected].answer_en
+
+
+def test_code_switched_cantonese_stays_chinese(engine):
+    ans = engine.answer("我個 account 個 password 唔記得咗")
+    assert ans.language == "zh-Hant"
+    assert ans.suggestions[0].reply == engine.kb.by_id["ACC-001"].answer
+
+
+def test_english_sticks_until_the_caller_switches_back(engine):
+    session = engine.session(call_id="lang")
+    assert session.answer("Can we speak English please").language == "en"
+    ans = session.answer("密碼")  # too little Chinese to switch back
+    assert ans.language == "en" and ans.suggestions[0].reply.startswith("Tap")
+    assert session.answer("講返中文啦，我想查下張單幾多錢").language == "zh-Hant"
+    assert session.answer("ok").language == "zh-Hant"
+
+
+# -- tone and priority ------------------------------------------------------------------------
+
+UPSET = [
+    "我好嬲呀",
+    "你哋搞乜鬼呀",
+    "等咗成個鐘都冇人理",
+    "咁都得？離晒大譜",
+    "再唔搞掂我就報警",
+    "this is ridiculous",
+]
+CALM = ["我想查下張單", "唔該晒你", "我唔嬲，想問下點交費", "多謝你幫我搞掂"]
+
+
+@pytest.mark.parametrize("text", UPSET)
+def test_upset_caller_raises_an_alert(engine, text):
+    ans = engine.answer(text)
+    assert ans.sentiment.label == "negative"
+    assert ans.sentiment.score <= -engine.options.sentiment_threshold
+    assert "sentiment" in [a["type"] for a in ans.alerts]
+
+
+@pytest.mark.parametrize("text", CALM)
+def test_calm_caller_raises_no_tone_alert(engine, text):
+    ans = engine.answer(text)
+    assert ans.sentiment.label != "negative"
+    assert "sentiment" not in [a["type"] for a in ans.alerts]
+
+
+def test_repeating_yourself_sounds_more_frustrated(engine):
+    session = engine.session()
+    first = session.answer("我張單點解貴咗")
+    second = session.answer("我張單點解貴咗")
+    assert second.sentiment.score < first.sentiment.score
+    assert "(repeated)" in second.sentiment.cues
+
+
+def test_high_priority_entry_raises_an_alert(engine):
+    ans = engine.answer("我收到個電話話係你哋公司叫我俾錢")
+    alerts = [a for a in ans.alerts if a["type"] == "priority"]
+    assert alerts and alerts[0]["id"] == "FRAUD-001" and alerts[0]["category"] == "詐騙"
+    assert not [a for a in engine.answer("點樣交費").alerts if a["type"] == "priority"]
+
+
+# -- escalation -------------------------------------------------------------------------------
+
+
+def test_two_unresolved_turns_hand_off_and_a_resolved_turn_resets(engine):
+    session = engine.session(call_id="esc")
+    assert session.answer("今日天氣點呀").handoff is None
+    assert session.answer("我想查下張單").handoff is None  # resolved: count resets
+    assert session.answer("邊度有好食嘅點心").handoff is None
+    assert session.answer("尋晚曼聯贏咗波").handoff  # second in a row
+    assert session.answer("今晚食咩好").handoff is None  # one handoff per run
+
+
+def test_escalate_after_is_configurable(engine):
+    eager = AnswerEngine(engine.kb, AnswerOptions(escalate_after=1))
+    assert eager.session().answer("今日天氣點呀").handoff
+
+
+# -- CRM --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("我張訂單號碼八五三二一去咗邊呀", "派送中"),
+        ("單號 A 一二三四五 我買嘅嘢幾時到", "已出貨"),
+        ("我想查下訂單 90210 嘅狀態", "處理中"),
+    ],
+)
+def test_spoken_order_number_is_looked_up_in_the_crm(crm_engine, text, status):
+    ans = crm_engine.answer(text)
+    assert ans.resolved and ans.suggestions[0].id == "ORD-001"
+    assert status in ans.reply
+    assert ans.order_id in ans.reply
+
+
+def test_customer_context_fills_name_and_language(crm_engine):
+    ans = crm_engine.session(customer_id="C1001").answer("我買嘅嘢幾時到")
+    assert ans.reply.startswith("陳先生你好")
+    assert "85321" in ans.reply  # the customer's open order
+    session = crm_engine.session(customer_id="C1003")  # prefers English
+    assert session.language == "en"
+    english = session.answer("交費")  # too little Chinese to switch
+    assert english.language == "en" and english.suggestions[0].id == "PAY-001"
+
+
+def test_order_number_given_after_being_asked(crm_engine):
+    session = crm_engine.session()
+    first = session.answer("我想查下我張單去到邊")
+    assert first.reply == crm_engine.options.ask_order_reply
+    second = session.answer("係八五三二一")
+    assert second.resolved and second.suggestions[0].id == "ORD-001"
+    assert "派送中" in second.reply
+
+
+def test_unknown_or_missing_order_asks_again(crm_engine, engine):
+    assert "88888" in crm_engine.answer("訂單號碼八八八八八去咗邊").reply
+    assert engine.answer("我想查下我張單去到邊").reply == engine.options.ask_order_reply
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("訂單號碼八五三二一", "85321"),
+        ("單號 A 一二三四五", "A12345"),
+        ("my order number is 90 210", "90210"),
+        ("我張單係零零七三一", "00731"),
+        ("我想查下張單", None),
+        ("係八五三二一", "85321"),
+        ("打 91234567 搵我", "91234567"),
+    ],
+)
+def test_extract_order_id(text, expected):
+    assert extract_order_id(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("numeral", "value"),
+    [
+        ("八五三二一", 85321),
+        ("三百二十", 320),
+        ("十二", 12),
+        ("兩萬三千", 23000),
+        ("一百零五", 105),
+    ],
+)
+def test_chinese_numerals(numeral, value):
+    assert chinese_to_int(numeral) == value
+
+
+def test_read_numbers_leaves_words_alone():
+    assert read_numbers("一齊去三星門市，一下就搞掂") == "一齊去三星門市，一下就搞掂"
+    assert read_numbers("訂單八五三二一，三百蚊") == "訂單85321，300蚊"
+
+
+# -- session events and JSON ------------------------------------------------------------------
+
+
+def transcript(text: str, start: float = 1.0, end: float = 2.5) -> TranscriptEvent:
+    return TranscriptEvent(call_id="c9", start=start, end=end, text=text, latency_ms=100.0)
+
+
+def test_events_follow_the_transcript(engine):
+    session = engine.session(call_id="c9")
+    assert session.events(transcript("  ")) == []
+    events = session.events(transcript("我部電話唔見咗，好嬲呀"))
+    assert [type(e) for e in events] == [SuggestionEvent, AlertEvent, AlertEvent]
+    assert all((e.call_id, e.start, e.end) == ("c9", 1.0, 2.5) for e in events)
+    assert events[0].resolved and events[0].suggestions[0]["id"] == "SIM-002"
+    assert {e.kind for e in events[1:]} == {"sentiment", "priority"}
+    session.events(transcript("今日天氣點呀"))
+    events = session.events(transcript("尋晚曼聯贏咗波", 5.0, 6.0))
+    assert isinstance(events[-1], HandoffEvent) and events[-1].start == 5.0
+    json.dumps([e.to_dict() for e in events], ensure_ascii=False)
+
+
+def test_answer_json_contract(engine):
+    data = engine.answer("我唔記得咗密碼").to_dict()
+    assert data["language"] in ("zh-Hant", "en") and isinstance(data["resolved"], bool)
+    assert set(data["suggestions"][0]) == {"id", "category", "reply", "score"}
+    assert {"label", "score"} <= set(data["sentiment"])
+    assert isinstance(data["alerts"], list)
+
+
+# -- CLI and bench ----------------------------------------------------------------------------
+
+
+def test_cli_answer_json(capsys):
+    assert main(["answer", "--kb", str(SAMPLE_KB), "--json", "I forgot my password"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["language"] == "en" and data["resolved"]
+    assert data["suggestions"][0]["id"] == "ACC-001"
+
+
+def test_cli_session_reads_stdin(capsys, monkeypatch, crm_path):
+    import io
+
+    monkeypatch.setattr(
+        "sys.stdin", io.StringIO("今日天氣點呀\n\n尋晚曼聯贏咗波\n單號 A 一二三四五\n")
+    )
+    argv = ["answer", "--json", "--session", "--crm", str(crm_path), "--customer", "C1002"]
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    assert lines[1]["handoff"] and "已出貨" in lines[2]["reply"]
+
+
+def test_cli_kb_check(tmp_path, capsys):
+    assert main(["kb", "check", str(SAMPLE_KB)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = write_kb(tmp_path / "bad.csv", [["A1", "帳單", "點樣交費", "", "", "", "low"]])
+    assert main(["kb", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "row 2 column answer" in err and "row 2 column priority" in err
+
+
+def test_bench_reports_latency():
+    from voice.answer.bench import run_bench
+
+    result = run_bench(entries=300, queries=40)
+    assert result["entries"] == 300 and result["p95_ms"] >= result["median_ms"] > 0
+    assert result["top1_topic_accuracy"] > 0.8

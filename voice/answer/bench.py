@@ -1,0 +1,136 @@
+"""Answer latency on a large synthetic KB (the sample KB expanded with varied phrasings)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import time
+from dataclasses import replace
+
+from voice.answer.engine import AnswerEngine
+from voice.answer.kb import SAMPLE_KB, Entry, KnowledgeBase, load_kb
+
+log = logging.getLogger("voice")
+
+PREFIXES = ("", "唔該", "請問", "我想問下", "你好，", "喂，", "我想知", "麻煩你，")
+SUFFIXES = ("", "呀", "呢", "㗎", "啊唔該", "？", "，點算好")
+# Topics that make each synthetic entry distinct: products, districts, plans, services.
+TOPICS = (
+    "iPhone 16",
+    "Galaxy S25",
+    "Pixel 9",
+    "5G 月費",
+    "4G 上網卡",
+    "家居寬頻",
+    "1000M 光纖",
+    "商業寬頻",
+    "智能手錶",
+    "平板電腦",
+    "路由器",
+    "儲值卡",
+    "漫遊日費",
+    "國際長途",
+    "IDD",
+    "家居電話",
+    "網上行",
+    "串流服務",
+    "Netflix",
+    "Disney+",
+    "保險",
+    "信用卡",
+    "分期付款",
+) + tuple(
+    f"{d}區"
+    for d in "旺角 沙田 觀塘 荃灣 屯門 元朗 將軍澳 銅鑼灣 灣仔 中環 大埔 上水 "
+    "深水埗 九龍城 黃大仙 葵涌 東涌 西貢 柴灣 北角".split()
+)
+# Homophone slips an ASR makes (right -> wrong), used to corrupt bench queries.
+HOMOPHONES = {
+    "單": "丹",
+    "密": "蜜",
+    "遊": "由",
+    "頻": "貧",
+    "退": "推",
+    "訴": "素",
+    "帳": "賬",
+    "網": "往",
+    "號": "好",
+    "碼": "馬",
+    "數": "素",
+    "費": "廢",
+}
+
+
+def synthetic_kb(size: int = 5000, seed: int = 0) -> KnowledgeBase:
+    """`size` entries: each sample entry many times, every copy about a different topic."""
+    rng = random.Random(seed)
+    base = load_kb(SAMPLE_KB).entries
+    entries = []
+    for i in range(size):
+        src = base[i % len(base)]
+        topic = f"{rng.choice(TOPICS)}{rng.choice(TOPICS)}" if i >= len(base) else ""
+        questions = tuple(
+            f"{rng.choice(PREFIXES)}{topic}{q}{rng.choice(SUFFIXES)}" for q in src.questions
+        )
+        keywords = src.keywords + ((topic,) if topic else ())
+        entries.append(
+            replace(src, id=f"{src.id}-{i:05d}", questions=questions, keywords=keywords, row=i + 2)
+        )
+    return KnowledgeBase(tuple(entries))
+
+
+def _corrupt(text: str, rng: random.Random) -> str:
+    chars = [HOMOPHONES.get(c, c) if rng.random() < 0.5 else c for c in text]
+    return rng.choice(PREFIXES) + "".join(chars) + rng.choice(SUFFIXES)
+
+
+def run_bench(entries: int = 5000, queries: int = 500, seed: int = 0) -> dict:
+    """Median and p95 wall time of `session.answer` on a synthetic KB of `entries` entries."""
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    kb = synthetic_kb(entries, seed)
+    engine = AnswerEngine(kb)
+    build_s = time.perf_counter() - t0
+    session = engine.session(call_id="bench")
+    picks = [rng.choice(kb.entries) for _ in range(queries)]
+    texts = [_corrupt(rng.choice(e.questions), rng) for e in picks]
+    session.answer("warm up")
+    times, correct = [], 0
+    for entry, text in zip(picks, texts, strict=True):
+        start = time.perf_counter()
+        ans = session.answer(text)
+        times.append((time.perf_counter() - start) * 1000)
+        top = ans.suggestions[0].id if ans.suggestions else ""
+        correct += top.rsplit("-", 1)[0] == _base_id(entry)
+    times.sort()
+    return {
+        "entries": len(kb),
+        "queries": queries,
+        "build_s": round(build_s, 2),
+        "median_ms": round(statistics.median(times), 3),
+        "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
+        "max_ms": round(times[-1], 3),
+        "top1_topic_accuracy": round(correct / queries, 3),  # right sample entry, any copy
+    }
+
+
+def _base_id(entry: Entry) -> str:
+    return entry.id.rsplit("-", 1)[0]
+
+
+def main() -> int:
+    result = run_bench()
+    print(json.dumps(result, ensure_ascii=False))
+    target = 20.0
+    status = "OK" if result["p95_ms"] < target else "SLOW"
+    print(
+        f"answer latency on {result['entries']} entries: median {result['median_ms']} ms, "
+        f"p95 {result['p95_ms']} ms (target p95 < {target:.0f} ms: {status})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

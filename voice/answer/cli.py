@@ -1,0 +1,120 @@
+"""`voice answer` and `voice kb`: answer utterances from a knowledge base, check and demo KBs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "answer",
+        help="suggest replies to a caller's utterance from a knowledge base",
+        description="Answer one utterance (TEXT), or with --session one utterance per stdin line "
+        "in a single call session (language and escalation carry over).",
+    )
+    p.add_argument("text", nargs="*", metavar="TEXT", help="what the caller said")
+    p.add_argument("--kb", help="knowledge base .csv/.xlsx (default: the packaged sample KB)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per utterance")
+    p.add_argument("--session", action="store_true", help="read utterances from stdin, one a line")
+    p.add_argument("--crm", metavar="DB", help="SQLite CRM database (schema: voice/answer/crm.py)")
+    p.add_argument("--customer", metavar="ID", help="the caller's customer id in the CRM")
+    p.add_argument("--top-k", type=int, default=None, help="suggestions per utterance (default 3)")
+    p.add_argument("--threshold", type=float, default=None, help="score to count as resolved")
+    p.set_defaults(func=run)
+
+    k = subparsers.add_parser("kb", help="check a knowledge base or create demo data")
+    ksub = k.add_subparsers(dest="kb_command", metavar="ACTION", required=True)
+    c = ksub.add_parser("check", help="validate a KB file; report every problem by row/column")
+    c.add_argument("file", help="knowledge base .csv (UTF-8) or .xlsx")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.set_defaults(func=run_check)
+    s = ksub.add_parser("sample-crm", help="write the demo SQLite CRM used with --crm")
+    s.add_argument("out", help="the .db file to write")
+    s.set_defaults(func=run_sample_crm)
+
+
+def _engine(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from voice.answer import SAMPLE_KB, AnswerEngine, AnswerOptions, SqliteCustomerProvider
+
+    options = AnswerOptions()
+    if args.top_k is not None:
+        options = replace(options, top_k=args.top_k)
+    if args.threshold is not None:
+        options = replace(options, threshold=args.threshold)
+    crm = SqliteCustomerProvider(args.crm) if args.crm else None
+    return AnswerEngine.from_file(args.kb or SAMPLE_KB, options, crm)
+
+
+def _print(answer, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False), flush=True)
+        return
+    state = "resolved" if answer.resolved else "UNRESOLVED"
+    sentiment = answer.sentiment
+    print(f"[{answer.language}] {state}  tone {sentiment.label} ({sentiment.score:+.2f})")
+    for i, s in enumerate(answer.suggestions, 1):
+        print(f"  {i}. {s.id} {s.category} {s.score:.2f}  {s.reply}")
+    if not answer.suggestions:
+        print(f"  -  {answer.reply}")
+    for alert in answer.alerts:
+        print(f"  ALERT {alert['type']}: {alert['message']}")
+    if answer.handoff:
+        print(f"  HANDOFF: {answer.handoff}")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from voice.errors import ConfigError
+
+    if args.session and args.text:
+        raise ConfigError("give TEXT or --session (utterances on stdin), not both")
+    if not args.session and not args.text:
+        raise ConfigError("nothing to answer: give TEXT, or --session and utterances on stdin")
+    engine = _engine(args)
+    session = engine.session(call_id="cli", customer_id=args.customer)
+    if not args.session:
+        _print(session.answer(" ".join(args.text)), args.json)
+        return 0
+    for line in sys.stdin:
+        if line.strip():
+            _print(session.answer(line), args.json)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from voice.answer import load_kb
+
+    kb = load_kb(args.file)  # KBError lists every problem; the CLI exits 2
+    categories = Counter(e.category for e in kb.entries)
+    high = sum(e.priority == "high" for e in kb.entries)
+    english = sum(bool(e.answer_en) for e in kb.entries)
+    if args.json:
+        summary = {
+            "file": str(args.file),
+            "entries": len(kb),
+            "categories": dict(categories),
+            "high_priority": high,
+            "with_english": english,
+        }
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    print(
+        f"{args.file}: OK, {len(kb)} entries in {len(categories)} categories, "
+        f"{high} high priority, {english} with an English answer"
+    )
+    for name, count in categories.most_common():
+        print(f"  {name}: {count}")
+    return 0
+
+
+def run_sample_crm(args: argparse.Namespace) -> int:
+    from voice.answer.crm import create_sample_db
+
+    path = create_sample_db(args.out)
+    print(f"wrote {path} (customers C1001-C1004; orders 85321, A12345, 90210, ...)")
+    return 0

@@ -1,0 +1,391 @@
+"""The answer engine: a caller's utterance in, suggested replies, language, tone and alerts out."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voice.answer.crm import Customer, CustomerProvider, Order
+from voice.answer.kb import KnowledgeBase, load_kb
+from voice.answer.search import Hit, SearchIndex
+from voice.answer.sentiment import Sentiment, detect
+from voice.answer.text import english_ratio, extract_order_id, normalize
+from voice.errors import ConfigError
+from voice.types import AlertEvent, Event, HandoffEvent, SuggestionEvent, TranscriptEvent
+
+log = logging.getLogger("voice")
+
+ZH, EN = "zh-Hant", "en"  # the two reply languages
+ORDER_SLOTS = ("order_id", "order_status", "order_item", "order_eta")
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """How the engine answers; every field has a default that suits the sample KB."""
+
+    top_k: int = 3  # suggestions returned per utterance
+    threshold: float = 0.4  # the best score must reach this for the turn to be `resolved`
+    min_score: float = 0.15  # candidates below this are never suggested, even as alternatives
+    escalate_after: int = 2  # consecutive unresolved turns before a handoff (0: never)
+    # Phrases that switch the session's reply language whatever else the caller says.
+    english_triggers: tuple[str, ...] = (
+        "english please", "speak english", "in english", "講英文", "用英文", "說英文",
+    )  # fmt: skip
+    chinese_triggers: tuple[str, ...] = (
+        "講中文", "講返中文", "講廣東話", "用廣東話", "用中文", "cantonese please",
+        "speak cantonese", "in cantonese", "speak chinese",
+    )  # fmt: skip
+    english_min_words: int = 2  # an utterance is English if it has this many English words ...
+    english_word_weight: float = 2.0  # ... and words * weight > its Chinese characters
+    chinese_min_chars: int = 4  # Chinese characters that switch an English session back
+    sentiment_threshold: float = 0.5  # alert when the tone score falls to -threshold or below
+    sentiment_history: int = 3  # earlier utterances checked for the caller repeating themself
+    fallback_reply: str = "唔好意思，我唔係好明白，可唔可以講多少少你想查詢咩？"
+    fallback_reply_en: str = "Sorry, I didn't quite catch that. Could you tell me a bit more?"
+    ask_order_reply: str = "請問你嘅訂單號碼係幾多？"
+    ask_order_reply_en: str = "May I have your order number, please?"
+    order_not_found_reply: str = "唔好意思，我搵唔到訂單號碼 {order_id}，麻煩你再講一次？"
+    order_not_found_reply_en: str = (
+        "Sorry, I can't find order number {order_id}. Could you repeat it?"
+    )
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if not 0.0 <= self.min_score <= self.threshold:
+            raise ConfigError(f"min_score must be between 0 and threshold, got {self.min_score}")
+        if self.escalate_after < 0:
+            raise ConfigError(f"escalate_after must be 0 or more, got {self.escalate_after}")
+        if not 0.0 < self.sentiment_threshold <= 1.0:
+            raise ConfigError(
+                f"sentiment_threshold must be in (0, 1], got {self.sentiment_threshold}"
+            )
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One suggested reply, slots filled, with the entry it came from."""
+
+    id: str
+    category: str
+    reply: str
+    score: float
+    priority: str = "normal"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "category": self.category,
+            "reply": self.reply,
+            "score": round(self.score, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The engine's answer to one utterance (see `to_dict` for the JSON form)."""
+
+    text: str
+    language: str
+    resolved: bool
+    suggestions: tuple[Suggestion, ...]
+    sentiment: Sentiment
+    alerts: tuple[dict[str, Any], ...] = ()
+    handoff: str | None = None  # the reason, when a human should take over now
+    order_id: str | None = None  # the order the reply is about, if any
+    reply: str = ""  # what a bot would say: the best suggestion, or the fallback
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "language": self.language,
+            "resolved": self.resolved,
+            "suggestions": [s.to_dict() for s in self.suggestions],
+            "sentiment": self.sentiment.to_dict(),
+            "alerts": [dict(a) for a in self.alerts],
+            "handoff": self.handoff,
+            "order_id": self.order_id,
+            "reply": self.reply,
+        }
+
+
+def detect_language(text: str, current: str, options: AnswerOptions) -> str:
+    """The reply language after `text`: triggers first, then which script dominates."""
+    norm = normalize(text)
+    if any(t in norm for t in options.chinese_triggers):
+        return ZH
+    if any(t in norm for t in options.english_triggers):
+        return EN
+    words, chars = english_ratio(text)
+    if words >= options.english_min_words and words * options.english_word_weight > chars:
+        return EN
+    if chars >= options.chinese_min_chars:
+        return ZH
+    return current
+
+
+def _needs_order(template: str) -> bool:
+    return any("{" + slot + "}" in template for slot in ORDER_SLOTS)
+
+
+class _Slots(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _fill(template: str, slots: dict[str, str]) -> str:
+    text = template.format_map(_Slots(slots))
+    text = re.sub(r"^\s*[，,]\s*", "", text)  # a greeting whose name slot was empty
+    text = re.sub(r"\s+([,.!?])", r"\1", text)
+    return re.sub(r" {2,}", " ", text).strip()
+
+
+class AnswerSession:
+    """One call: remembers the language, unresolved turns, tone and the order being discussed."""
+
+    def __init__(self, engine: AnswerEngine, call_id: str = "call", customer_id: str | None = None):
+        self.engine = engine
+        self.call_id = call_id
+        self.customer: Customer | None = None
+        if customer_id is not None and engine.crm is not None:
+            self.customer = engine.crm.customer(customer_id)
+            if self.customer is None:
+                log.warning("customer %s not found in the CRM", customer_id)
+        self.language = self.customer.preferred_language if self.customer else ZH
+        if self.language not in (ZH, EN):
+            self.language = ZH
+        self.unresolved = 0  # consecutive unresolved turns
+        self.turns = 0
+        self.order: Order | None = None
+        self._history: deque[str] = deque(maxlen=max(1, engine.options.sentiment_history))
+        self._tone = 0.0
+        self._awaiting_order: Hit | None = None  # an entry that asked for the order number
+
+    # -- one turn ---------------------------------------------------------------------------
+    def answer(self, text: str) -> Answer:
+        """Answer one utterance and update the session (empty text changes nothing)."""
+        options = self.engine.options
+        text = text.strip()
+        if not text:
+            return Answer(text, self.language, False, (), Sentiment("neutral", 0.0))
+        self.turns += 1
+        self.language = detect_language(text, self.language, options)
+        hits = self.engine.index.search(self._strip_triggers(text), options.top_k)
+        resolved = bool(hits) and hits[0].score >= options.threshold
+        spoken_order = extract_order_id(text)
+        order, missing = self._find_order(spoken_order)
+        if not resolved and spoken_order and self._awaiting_order is not None:
+            hits, resolved = [self._awaiting_order], True  # the caller answered "which order?"
+        self._awaiting_order = None
+        if resolved and order is None and _needs_order(hits[0].entry.reply(self.language)):
+            self._awaiting_order = hits[0]
+        suggestions = tuple(
+            self._suggest(h, order, missing) for h in hits if h.score >= options.min_score
+        )
+        sentiment = detect(text, tuple(self._history), self._tone)
+        alerts = self._alerts(sentiment, [h for h in hits if h.score >= options.threshold])
+        self._history.append(text)
+        self._tone = sentiment.score
+        handoff = self._escalation(resolved)
+        if resolved:
+            reply = suggestions[0].reply
+        else:
+            reply = options.fallback_reply_en if self.language == EN else options.fallback_reply
+        return Answer(
+            text=text,
+            language=self.language,
+            resolved=resolved,
+            suggestions=suggestions,
+            sentiment=sentiment,
+            alerts=tuple(alerts),
+            handoff=handoff,
+            order_id=order.id if order else spoken_order,
+            reply=reply,
+        )
+
+    def _strip_triggers(self, text: str) -> str:
+        """The utterance without language-switch phrases, which say nothing about the topic."""
+        options = self.engine.options
+        norm = normalize(text)
+        for phrase in (*options.english_triggers, *options.chinese_triggers):
+            norm = norm.replace(phrase, " ")
+        return norm
+
+    def events(self, transcript: TranscriptEvent) -> list[Event]:
+        """Events for one transcript: a suggestion, then any alerts, then a handoff if due."""
+        if not transcript.text.strip():
+            return []
+        ans = self.answer(transcript.text)
+        span = {"call_id": transcript.call_id, "start": transcript.start, "end": transcript.end}
+        events: list[Event] = [
+            SuggestionEvent(
+                **span,
+                language=ans.language,
+                resolved=ans.resolved,
+                suggestions=tuple(s.to_dict() for s in ans.suggestions),
+                sentiment=ans.sentiment.to_dict(),
+            )
+        ]
+        for alert in ans.alerts:
+            details = {k: v for k, v in alert.items() if k not in ("type", "message")}
+            events.append(
+                AlertEvent(**span, kind=alert["type"], message=alert["message"], details=details)
+            )
+        if ans.handoff:
+            events.append(HandoffEvent(**span, reason=ans.handoff))
+        return events
+
+    # -- parts ------------------------------------------------------------------------------
+    def _find_order(self, spoken: str | None) -> tuple[Order | None, str | None]:
+        """The order this turn is about, and the spoken id if the CRM does not know it."""
+        crm = self.engine.crm
+        if spoken and crm is not None:
+            found = crm.order(spoken)
+            if found is None:
+                return None, spoken
+            if self.customer and found.customer_id != self.customer.id:
+                log.warning("order %s belongs to another customer", spoken)
+            self.order = found
+        elif self.order is None and self.customer and self.customer.open_orders:
+            self.order = self.customer.open_orders[0]
+        return self.order, None
+
+    def _suggest(self, hit: Hit, order: Order | None, missing: str | None) -> Suggestion:
+        options, lang, entry = self.engine.options, self.language, hit.entry
+        template = entry.reply(lang)
+        needs_order = _needs_order(template)
+        if needs_order and missing:
+            template = (
+                options.order_not_found_reply_en if lang == EN else options.order_not_found_reply
+            )
+        elif needs_order and order is None:
+            template = options.ask_order_reply_en if lang == EN else options.ask_order_reply
+        slots = {"order_id": missing or ""}
+        if self.customer:
+            slots["customer_name"] = self.customer.address(lang)
+            slots["honorific"] = (
+                self.customer.honorific_en if lang == EN else self.customer.honorific
+            )
+        if order is not None:
+            slots.update(
+                order_id=order.id,
+                order_status=order.status_text(lang),
+                order_item=order.item,
+                order_eta=order.eta,
+            )
+        return Suggestion(
+            entry.id, entry.category, _fill(template, slots), hit.score, entry.priority
+        )
+
+    def _alerts(self, sentiment: Sentiment, matched: list[Hit]) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = []
+        limit = -self.engine.options.sentiment_threshold
+        fresh = any(c != "(repeated)" for c in sentiment.cues)  # new cues this turn
+        if sentiment.score <= limit and (self._tone > limit or fresh):
+            alerts.append(
+                {
+                    "type": "sentiment",
+                    "message": "caller sounds upset: " + "、".join(sentiment.cues),
+                    "score": round(sentiment.score, 3),
+                    "cues": list(sentiment.cues),
+                }
+            )
+        for hit in matched:
+            if hit.entry.priority == "high":
+                alerts.append(
+                    {
+                        "type": "priority",
+                        "message": f"high-priority matter: {hit.entry.category} ({hit.entry.id})",
+                        "id": hit.entry.id,
+                        "category": hit.entry.category,
+                    }
+                )
+        return alerts
+
+    def _escalation(self, resolved: bool) -> str | None:
+        after = self.engine.options.escalate_after
+        self.unresolved = 0 if resolved else self.unresolved + 1
+        if after and self.unresolved >= after:
+            self.unresolved = 0  # one handoff per run of failures, not one per turn
+            return f"{after} consecutive utterances without an answer"
+        return None
+
+
+class AnswerEngine:
+    """Holds the knowledge base and its index; hands out sessions; reloads the KB on demand."""
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        options: AnswerOptions | None = None,
+        crm: CustomerProvider | None = None,
+    ):
+        self.options = options or AnswerOptions()
+        self.crm = crm
+        self._lock = threading.Lock()
+        self._state = (kb, SearchIndex(kb))  # swapped as one object by reload()
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        options: AnswerOptions | None = None,
+        crm: CustomerProvider | None = None,
+    ) -> AnswerEngine:
+        return cls(load_kb(path), options, crm)
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self._state[0]
+
+    @property
+    def index(self) -> SearchIndex:
+        return self._state[1]
+
+    def reload(self) -> KnowledgeBase:
+        """Re-read the KB file; running sessions use the new entries from their next turn.
+
+        On a KBError the current KB stays in service and the error is raised.
+        """
+        path = self.kb.path
+        if path is None:
+            raise ConfigError("this knowledge base was not loaded from a file; cannot reload")
+        with self._lock:
+            kb = load_kb(path)
+            self._state = (kb, SearchIndex(kb))
+        log.info("reloaded %d entries from %s", len(kb), path)
+        return kb
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the KB file's modification time changed; True if it did."""
+        path = self.kb.path
+        if path is None or not path.exists() or path.stat().st_mtime == self.kb.mtime:
+            return False
+        self.reload()
+        return True
+
+    def search(self, text: str, top_k: int | None = None) -> list[Hit]:
+        return self.index.search(text, top_k or self.options.top_k)
+
+    def session(self, call_id: str = "call", customer_id: str | None = None) -> AnswerSession:
+        return AnswerSession(self, call_id, customer_id)
+
+    def answer(self, text: str, customer_id: str | None = None) -> Answer:
+        """Answer one utterance in a fresh session."""
+        return self.session(customer_id=customer_id).answer(text)
+
+
+__all__ = [
+    "AnswerOptions",
+    "Answer",
+    "Suggestion",
+    "AnswerSession",
+    "AnswerEngine",
+    "detect_language",
+]

@@ -1,0 +1,226 @@
+"""Hybrid retrieval: BM25 on written and spoken (Jyutping) terms, then a calibrated re-rank."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz import fuzz
+
+from voice.answer.kb import Entry, KnowledgeBase
+from voice.answer.text import Tokens, normalize, tokenize
+
+BM25_K1 = 1.2  # term-frequency saturation
+BM25_B = 0.5  # length normalisation (questions are short; keep it mild)
+SHORTLIST = 20  # entries taken from each BM25 channel for re-ranking
+# Score calibration: score = sigmoid(BIAS + sum(weight * feature)), each feature in [0, 1].
+# Hand-fitted on the sample KB's paraphrase / homophone / off-topic tables (tests/test_answer.py)
+# so that 0.5 separates right answers from off-topic matches.
+WEIGHTS = {
+    "coverage": 5.0,  # IDF-weighted share of the query found in the entry (written or heard)
+    "question": 2.5,  # IDF-weighted share of the best question found in the query
+    "fuzzy": 2.0,  # rapidfuzz partial_ratio of query vs best question, on syllables
+    "keyword": 1.5,  # a keyword (or a homophone of it) appears in the query
+}
+BIAS = -5.0
+SOUND_DISCOUNT = 0.9  # a match by sound alone counts a little less than a written one
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved entry with its calibrated score in [0, 1] and the features behind it."""
+
+    entry: Entry
+    score: float
+    features: dict[str, float]
+
+
+class _Channel:
+    """A BM25 inverted index over one kind of term (written or spoken) for all passages."""
+
+    def __init__(self, docs: list[tuple[str, ...]]):
+        self.n_docs = len(docs)
+        lengths = np.array([len(d) for d in docs], dtype=np.float32)
+        avg = float(lengths.mean()) if len(docs) else 1.0
+        postings: dict[str, dict[int, int]] = {}
+        for i, doc in enumerate(docs):
+            for term in doc:
+                row = postings.setdefault(term, {})
+                row[i] = row.get(i, 0) + 1
+        self.idf: dict[str, float] = {}
+        self.postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / max(avg, 1e-6))
+        for term, row in postings.items():
+            idx = np.fromiter(row.keys(), dtype=np.int32, count=len(row))
+            tf = np.fromiter(row.values(), dtype=np.float32, count=len(row))
+            idf = math.log(1 + (self.n_docs - len(row) + 0.5) / (len(row) + 0.5))
+            self.idf[term] = idf
+            self.postings[term] = (
+                idx,
+                (idf * tf * (BM25_K1 + 1) / (tf + norm[idx])).astype(np.float32),
+            )
+        self.max_idf = math.log(1 + (self.n_docs + 0.5) / 0.5)  # for terms never seen
+
+    def weight(self, term: str) -> float:
+        return self.idf.get(term, self.max_idf)
+
+    def scores(self, terms: tuple[str, ...]) -> np.ndarray:
+        found = [self.postings[t] for t in dict.fromkeys(terms) if t in self.postings]
+        if not found:
+            return np.zeros(self.n_docs, dtype=np.float32)
+        idx = np.concatenate([f[0] for f in found])
+        val = np.concatenate([f[1] for f in found])
+        return np.bincount(idx, weights=val, minlength=self.n_docs).astype(np.float32)
+
+
+def _weights(terms: tuple[str, ...], channel: _Channel) -> tuple[dict[str, float], float]:
+    """Each distinct term's IDF in `channel`, and their sum."""
+    weights = {t: channel.weight(t) for t in terms}
+    return weights, sum(weights.values())
+
+
+def _share(weights: dict[str, float], total: float, other: set[str] | dict[str, float]) -> float:
+    """IDF-weighted share of the terms in `weights` that are also in `other`."""
+    return sum(w for t, w in weights.items() if t in other) / total if total else 0.0
+
+
+def _contains(text: str, word: str) -> bool:
+    """`word` occurs in `text`; an English word only as a whole word (`pin` not in `shopping`)."""
+    if not word.isascii():
+        return word in text
+    start = text.find(word)
+    while start >= 0:
+        end = start + len(word)
+        if not (start and text[start - 1].isascii() and text[start - 1].isalnum()) and not (
+            end < len(text) and text[end].isascii() and text[end].isalnum()
+        ):
+            return True
+        start = text.find(word, start + 1)
+    return False
+
+
+@dataclass(frozen=True)
+class _Question:
+    """One example question with its term weights precomputed."""
+
+    chars: dict[str, float]
+    chars_total: float
+    sounds: dict[str, float]
+    sounds_total: float
+    syllables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """The utterance, normalised, with its term weights."""
+
+    text: str
+    chars: dict[str, float]
+    chars_total: float
+    sounds: dict[str, float]
+    sounds_total: float
+    syllables: tuple[str, ...]
+
+
+class SearchIndex:
+    """Everything precomputed for one knowledge base; `search()` does no I/O and no re-indexing."""
+
+    def __init__(self, kb: KnowledgeBase):
+        self.kb = kb
+        self.entries = kb.entries
+        passages: list[Tokens] = []
+        starts: list[int] = []  # each entry's first passage: its questions, then its keywords
+        all_questions: list[list[Tokens]] = []
+        self._keywords: list[list[tuple[str, tuple[str, ...]]]] = []
+        self._vocab_chars: list[set[str]] = []
+        self._vocab_sounds: list[set[str]] = []
+        for entry in self.entries:
+            starts.append(len(passages))
+            questions = [tokenize(normalize(q)) for q in entry.questions]
+            keywords = [(normalize(k), tokenize(normalize(k)).syllables) for k in entry.keywords]
+            kw_tokens = tokenize(" ".join(k for k, _ in keywords))
+            passages.extend((*questions, kw_tokens))
+            all_questions.append(questions)
+            self._keywords.append([(k, s) for k, s in keywords if len(k) >= 2])
+            self._vocab_chars.append(
+                {t for tok in questions for t in tok.chars} | set(kw_tokens.chars)
+            )
+            self._vocab_sounds.append(
+                {t for tok in questions for t in tok.sounds} | set(kw_tokens.sounds)
+            )
+        self._starts = np.array(starts, dtype=np.int64)
+        self._chars = _Channel([p.chars for p in passages])
+        self._sounds = _Channel([p.sounds for p in passages])
+        self._stats = [
+            [
+                _Question(
+                    *_weights(q.chars, self._chars), *_weights(q.sounds, self._sounds), q.syllables
+                )
+                for q in questions
+            ]
+            for questions in all_questions
+        ]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _shortlist(self, channel: _Channel, terms: tuple[str, ...]) -> list[int]:
+        if not self.entries or not terms:
+            return []
+        per_entry = np.maximum.reduceat(channel.scores(terms), self._starts)
+        k = min(SHORTLIST, len(per_entry))
+        top = np.argpartition(-per_entry, k - 1)[:k]
+        return [int(i) for i in top if per_entry[i] > 0]
+
+    def _features(self, i: int, query: _Query) -> dict[str, float]:
+        coverage = max(
+            _share(query.chars, query.chars_total, self._vocab_chars[i]),
+            SOUND_DISCOUNT * _share(query.sounds, query.sounds_total, self._vocab_sounds[i]),
+        )
+        question = 0.0
+        fuzzy = 0.0
+        for q in self._stats[i]:
+            question = max(
+                question,
+                _share(q.chars, q.chars_total, query.chars),
+                SOUND_DISCOUNT * _share(q.sounds, q.sounds_total, query.sounds),
+            )
+            if q.syllables and query.syllables:
+                fuzzy = max(fuzzy, fuzz.partial_ratio(query.syllables, q.syllables) / 100)
+        keyword = 0.0
+        syllables = " ".join(query.syllables)
+        for word, sound in self._keywords[i]:
+            if _contains(query.text, word):
+                keyword = 1.0
+                break
+            if len(sound) >= 2 and " ".join(sound) in syllables:
+                keyword = SOUND_DISCOUNT
+        return {"coverage": coverage, "question": question, "fuzzy": fuzzy, "keyword": keyword}
+
+    def search(self, text: str, top_k: int = 3) -> list[Hit]:
+        """The `top_k` best entries for an utterance, best first, with calibrated scores."""
+        norm = normalize(text)
+        tokens = tokenize(norm)
+        if not tokens.chars:
+            return []
+        query = _Query(
+            norm,
+            *_weights(tokens.chars, self._chars),
+            *_weights(tokens.sounds, self._sounds),
+            tokens.syllables,
+        )
+        candidates = dict.fromkeys(
+            self._shortlist(self._chars, tokens.chars)
+            + self._shortlist(self._sounds, tokens.sounds)
+        )
+        hits = []
+        for i in candidates:
+            features = self._features(i, query)
+            z = BIAS + sum(WEIGHTS[name] * value for name, value in features.items())
+            hits.append(Hit(self.entries[i], 1 / (1 + math.exp(-z)), features))
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:top_k]
+
+
+__all__ = ["Hit", "SearchIndex", "WEIGHTS", "BIAS"]
