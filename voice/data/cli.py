@@ -1,0 +1,110 @@
+"""`voice data synth | check | import`: make, check and bring in recording manifests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+log = logging.getLogger("voice")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `data` command and its subcommands."""
+    data = subparsers.add_parser("data", help="make, check and import recording manifests")
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+
+    synth = sub.add_parser("synth", help="generate a synthetic Cantonese call corpus")
+    synth.add_argument("--calls", type=int, default=500, help="number of calls (default 500)")
+    synth.add_argument("--out", default="recordings/synth", help="output folder")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
+    synth.add_argument("--speakers", type=int, default=60, help="synthetic speakers (default 60)")
+    synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    synth.set_defaults(func=run_synth)
+
+    check = sub.add_parser("check", help="report on a manifest; exit 1 if it cannot be trained on")
+    check.add_argument("manifest", help="manifest JSONL file")
+    check.add_argument(
+        "--max-problems", type=int, default=100, help="problems to list (default 100)"
+    )
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
+    check.set_defaults(func=run_check)
+
+    imp = sub.add_parser(
+        "import",
+        help="build a manifest from a folder of audio + .txt, or from a CSV",
+        description="SOURCE is a folder of audio files with same-named .txt transcripts, or a "
+        "CSV with file and transcript columns and optional start/end (seconds), speaker, "
+        "call_id, split.",
+    )
+    imp.add_argument("source", help="folder or CSV file")
+    imp.add_argument("--out", required=True, help="manifest to write (e.g. recordings/mine.jsonl)")
+    imp.add_argument(
+        "--channel",
+        default=None,
+        help="stereo calls: the customer's channel (0-based), or 'mix' to mix down",
+    )
+    imp.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "train", "dev", "test"],
+        help="auto: the CSV's split column, else 80/10/10 by speaker (or call)",
+    )
+    imp.set_defaults(func=run_import)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from voice.data.check import check_manifest
+    from voice.data.synth import SynthOptions, generate_corpus
+
+    options = SynthOptions(
+        calls=args.calls,
+        seed=args.seed,
+        workers=args.workers,
+        speakers=args.speakers,
+        progress=not args.no_progress,
+    )
+    manifest = generate_corpus(args.out, options)
+    report = check_manifest(manifest)
+    print(report.format(max_problems=20))
+    return 0 if report.ok else 1
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from voice.data.check import check_manifest
+
+    report = check_manifest(args.manifest)
+    print(report.format(max_problems=args.max_problems))
+    if not report.ok:
+        return 1
+    return 1 if args.strict and report.warnings else 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from voice.data.check import check_manifest
+    from voice.data.importer import ImportOptions, import_recordings
+
+    channel = args.channel
+    if channel is not None and channel != "mix":
+        try:
+            channel = int(channel)
+        except ValueError:
+            channel = args.channel  # ImportOptions names the bad value
+    options = ImportOptions(channel=channel, split=args.split)
+    manifest, entries, problems = import_recordings(args.source, args.out, options)
+    for problem in problems:
+        print(f"{problem.severity}: {problem}", file=sys.stderr)
+    errors = [p for p in problems if p.severity == "error"]
+    if manifest is None:
+        print(f"nothing imported from {args.source}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(entries)} utterance(s) to {manifest}")
+    if errors:
+        print(f"{len(errors)} item(s) left out; fix them and import again", file=sys.stderr)
+    print(check_manifest(manifest).format(max_problems=20))
+    return 1 if errors else 0
