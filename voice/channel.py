@@ -29,18 +29,32 @@ class ChannelOptions:
     dropout_ms: tuple[float, float] = (20.0, 80.0)
 
 
+def _fast_length(n: int) -> int:
+    """Smallest 2^a * 3^b * 5^c >= n: numpy's FFT is very slow on lengths with large primes."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            need = -(-n // p35)  # smallest power of two times p35 reaching n
+            best = min(best, p35 << max(0, (need - 1).bit_length()))
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def bandpass(samples: np.ndarray, rate: int, low: float, high: float) -> np.ndarray:
     """Zero-phase band-pass by FFT masking with raised-cosine edges (100 Hz wide)."""
     if samples.size == 0:
         return samples
-    spectrum = np.fft.rfft(samples)
-    freqs = np.fft.rfftfreq(samples.size, 1.0 / rate)
+    n = _fast_length(samples.size)
+    spectrum = np.fft.rfft(samples, n=n)
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
     edge = 100.0
-    gain = np.clip((freqs - (low - edge)) / edge, 0, 1) * np.clip(
-        ((high + edge) - freqs) / edge, 0, 1
-    )
-    gain = 0.5 - 0.5 * np.cos(np.pi * gain)
-    return np.fft.irfft(spectrum * gain, n=samples.size).astype(np.float32)
+    rise = np.clip((freqs - (low - edge)) / edge, 0, 1)
+    fall = np.clip(((high + edge) - freqs) / edge, 0, 1)
+    gain = 0.5 - 0.5 * np.cos(np.pi * rise * fall)
+    return np.fft.irfft(spectrum * gain, n=n)[: samples.size].astype(np.float32)
 
 
 def phone_line(

@@ -133,8 +133,6 @@ def render_call(plan: CallPlan, out_dir: Path, options: SynthOptions) -> list[di
         spans.append((pos, pos + speech.size))
         pos += speech.size
     gap(*options.lead)
-    # whole seconds: the channel's FFTs are fast on smooth lengths, very slow on large primes
-    pieces.append(np.zeros(-pos % SAMPLE_RATE, dtype=np.float32))
     audio = phone_line(np.concatenate(pieces), rng, options.channel)
     wav = out_dir / CALLS_DIR / f"{plan.call_id}.wav"
     write_wav(wav, audio, PHONE_RATE, subtype="ULAW")
