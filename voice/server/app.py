@@ -1,0 +1,417 @@
+"""The Starlette app: ingest WebSockets, event subscriptions, call records, upload, health, metrics.
+
+Endpoints (token on all but /healthz; see auth.py for roles):
+- WS  /twilio                 Twilio Media Streams (token: header, `?token=` or customParameters)
+- WS  /stream                 raw stream: JSON start, binary audio; events come back as JSON
+- WS|GET(SSE) /calls/{id}/events   one call's events: stored ones first, then live
+- WS|GET(SSE) /events         every live call's events (supervisor view)
+- GET /calls, GET /calls/{id} call records; the latter with its events in order
+- POST /v1/transcribe         an audio file in the body -> its events as JSON
+- GET /healthz, GET /metrics, GET /config
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from types import ModuleType
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from voice.server.auth import Authenticator, Principal, token_from
+from voice.server.calls import DROPPED, END, CallHub, CallRefused, LiveCall, Subscription
+from voice.server.config import ServerConfig
+from voice.server.metrics import ServerMetrics
+from voice.server.serializers import (
+    CLOSE_BAD_DATA,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    CLOSE_SERVER_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
+    Audio,
+    Dtmf,
+    ProtocolError,
+    Start,
+    Stop,
+    rawstream,
+    twilio,
+)
+from voice.server.store import Store
+from voice.vad import VadOptions
+
+log = logging.getLogger("voice")
+
+SEND_TIMEOUT_S = 5.0  # a close or final send that takes longer is abandoned
+END_WAIT_S = 30.0  # after hang-up, how long the ingest socket waits for the last events
+
+
+def create_app(
+    config: ServerConfig,
+    transcriber,
+    vad_options: VadOptions = VadOptions(),
+    answer_engine=None,
+) -> Starlette:
+    """Build the app; the scheduler, store and AudioSocket listener start with it."""
+    config = config.validate()
+    metrics = ServerMetrics()
+    auth = Authenticator(config.tokens, config.insecure_no_auth)
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        store = Store(config.db_path)
+        hub = CallHub(config, store, metrics, vad_options, answer_engine, transcriber)
+        hub.scheduler.start()
+        state["hub"] = hub
+        server = None
+        if config.audiosocket_port is not None:
+            from voice.server.audiosocket_server import start_audiosocket
+
+            server = await start_audiosocket(hub, config)
+        log.info("server ready", extra={"status": "ready"})
+        try:
+            yield
+        finally:
+            if server is not None:
+                server.close()
+            await hub.shutdown()
+            store.close()
+
+    def hub() -> CallHub:
+        return state["hub"]
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def principal_for(conn) -> tuple[Principal | None, bool]:
+        """(principal, token_presented) for a request or WebSocket."""
+        token = token_from(conn.headers, conn.query_params)
+        return auth.check(token), bool(token)
+
+    def refuse(presented: bool, reason: str = "") -> JSONResponse:
+        if not presented or reason == "bad_token":
+            metrics.auth_failures.inc(reason="bad_token" if presented else "no_token")
+            return JSONResponse({"error": "missing or invalid token"}, 401,
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        metrics.auth_failures.inc(reason="forbidden")
+        return JSONResponse({"error": "your role may not do this"}, 403)
+
+    def require(request: Request, permission: str) -> Principal | JSONResponse:
+        principal, presented = principal_for(request)
+        if principal is None:
+            return refuse(presented, "bad_token" if presented else "")
+        if not principal.can(permission):
+            return refuse(True)
+        return principal
+
+    # --- plain HTTP ---------------------------------------------------------------------------
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        who = require(request, "metrics")
+        if isinstance(who, Response):
+            return who
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def config_endpoint(request: Request) -> Response:
+        who = require(request, "config")
+        if isinstance(who, Response):
+            return who
+        return JSONResponse(config.public())
+
+    async def list_calls(request: Request) -> Response:
+        who = require(request, "own_calls")
+        if isinstance(who, Response):
+            return who
+        calls = [c for c in hub().store.calls(500) if who.may_read(c["agent"], c["owner"])]
+        return JSONResponse({"calls": calls})
+
+    async def get_call(request: Request) -> Response:
+        who = require(request, "own_calls")
+        if isinstance(who, Response):
+            return who
+        call_id = request.path_params["call_id"]
+        record = hub().store.call(call_id)
+        if record is None or not who.may_read(record["agent"], record["owner"]):
+            return JSONResponse({"error": f"no call {call_id}"}, 404)  # same for not yours
+        return JSONResponse(record)
+
+    async def transcribe_upload(request: Request) -> Response:
+        who = require(request, "transcribe")
+        if isinstance(who, Response):
+            return who
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > config.max_upload_bytes:
+                return JSONResponse({"error": "file too large"}, 413)
+        if not body:
+            return JSONResponse({"error": "send the audio file as the request body"}, 400)
+        from voice.server.offline import transcribe_upload as run
+
+        call_id = request.query_params.get("call_id", "upload")
+        try:
+            events = await run(hub(), bytes(body), call_id[:128])
+        except ValueError as exc:  # AudioError
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"call_id": call_id, "events": events})
+
+    # --- event subscriptions ------------------------------------------------------------------
+
+    async def stream_events(sub: Subscription, replay: list[dict]) -> AsyncIterator[dict]:
+        last = 0
+        for data in replay:
+            last = data["seq"]
+            yield data
+        while True:
+            data = await sub.get()
+            if data is END or data is DROPPED:
+                return
+            if data.get("seq", 0) > last or sub.call_id is None:
+                yield data
+
+    def open_subscription(call_id: str | None) -> tuple[Subscription | None, list[dict]]:
+        """Subscribe (if live) and read what is stored, with no await in between."""
+        h = hub()
+        if call_id is None:
+            return h.subscribe(None), []
+        sub = h.subscribe(call_id) if call_id in h.calls else None
+        return sub, h.store.events(call_id)
+
+    def authorize_subscription(conn, call_id: str | None) -> tuple[Principal | None, int]:
+        principal, _ = principal_for(conn)
+        if principal is None:
+            return None, 401
+        if call_id is None:
+            return (principal, 200) if principal.can("all_calls") else (None, 403)
+        record = hub().call_record(call_id)
+        if record is None or not principal.may_read(record["agent"], record["owner"]):
+            return None, 404
+        return principal, 200
+
+    async def events_ws(ws: WebSocket) -> None:
+        call_id = ws.path_params.get("call_id")
+        principal, status = authorize_subscription(ws, call_id)
+        if principal is None:
+            metrics.auth_failures.inc(reason=f"ws_{status}")
+            await ws.close(CLOSE_POLICY)
+            return
+        await ws.accept()
+        sub, replay = open_subscription(call_id)
+        if sub is None:  # a finished call: send what is stored, then close
+            for data in replay:
+                await ws.send_text(json.dumps(data, ensure_ascii=False))
+            await safe_close(ws, CLOSE_NORMAL)
+            return
+
+        async def pump() -> None:
+            async for data in stream_events(sub, replay):
+                await ws.send_text(json.dumps(data, ensure_ascii=False))
+
+        async def until_disconnect() -> None:
+            with contextlib.suppress(WebSocketDisconnect):
+                while (await ws.receive())["type"] != "websocket.disconnect":
+                    pass
+
+        tasks = [asyncio.create_task(c) for c in (pump(), until_disconnect(), sub.dropped.wait())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            hub().unsubscribe(sub)
+        if tasks[2] in done:
+            await safe_close(ws, CLOSE_TRY_LATER, "slow subscriber: dropped")
+        else:
+            await safe_close(ws, CLOSE_NORMAL)
+
+    async def events_sse(request: Request) -> Response:
+        call_id = request.path_params.get("call_id")
+        principal, status = authorize_subscription(request, call_id)
+        if principal is None:
+            metrics.auth_failures.inc(reason=f"sse_{status}")
+            return JSONResponse({"error": "not allowed or no such call"}, status)
+        sub, replay = open_subscription(call_id)
+
+        async def body() -> AsyncIterator[str]:
+            try:
+                if sub is None:
+                    for data in replay:
+                        yield sse(data)
+                    return
+                async for data in stream_events(sub, replay):
+                    yield sse(data)
+            finally:
+                if sub is not None:
+                    hub().unsubscribe(sub)
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})  # fmt: skip
+
+    # --- ingest -------------------------------------------------------------------------------
+
+    async def ingest(ws: WebSocket, protocol: str, serializer: ModuleType) -> None:
+        principal, presented = principal_for(ws)
+        if presented and principal is None:
+            metrics.auth_failures.inc(reason="bad_token")
+            await ws.close(CLOSE_POLICY)
+            return
+        await ws.accept()
+        talks_back = serializer is rawstream
+        call: LiveCall | None = None
+        sender: asyncio.Task | None = None
+        status, bad = "disconnected", 0
+
+        async def reject(code: int, kind: str, message: str) -> None:
+            metrics.errors.inc(protocol=protocol, kind=kind)
+            log.warning("%s: %s", kind, message, extra={
+                "call_id": call.call_id if call else None, "protocol": protocol, "code": code})  # fmt: skip
+            if talks_back:
+                await safe_send(ws, rawstream.error(kind, message))
+            await safe_close(ws, code, message[:120])
+
+        try:
+            while True:
+                timeout = None if call else config.start_timeout_s
+                try:
+                    msg = await asyncio.wait_for(ws.receive(), timeout)
+                except TimeoutError:
+                    await reject(CLOSE_PROTOCOL, "start_timeout", "no start message in time")
+                    return
+                if msg["type"] == "websocket.disconnect":
+                    break
+                data = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
+                if data is None:
+                    continue
+                if len(data) > config.max_frame_bytes:
+                    await reject(CLOSE_TOO_BIG, "too_big", f"message of {len(data)} bytes is over "
+                                 f"the {config.max_frame_bytes}-byte limit")  # fmt: skip
+                    return
+                try:
+                    item = serializer.parse(data)
+                    if isinstance(item, Start):
+                        if call is not None:
+                            raise ProtocolError("start_twice", "start sent twice", fatal=True)
+                        if principal is None:
+                            principal = auth.check(item.token)
+                        if principal is None or not principal.can("ingest"):
+                            metrics.auth_failures.inc(reason="ingest")
+                            await reject(CLOSE_POLICY, "unauthorized", "missing or invalid token")
+                            return
+                        call = hub().open(item, protocol, principal.name)
+                        if talks_back:
+                            sub = hub().subscribe(call.call_id)
+                            sender = asyncio.create_task(send_events(ws, sub, serializer))
+                            await safe_send(ws, json.dumps({"type": "started",
+                                                            "call_id": call.call_id}))  # fmt: skip
+                    elif isinstance(item, Audio):
+                        if call is None:
+                            raise ProtocolError("audio_before_start", "audio before start", True)
+                        call.feed(item.data)
+                    elif isinstance(item, Dtmf) and call is not None:
+                        call.dtmf(item.digit)
+                    elif isinstance(item, Stop):
+                        status = "completed"
+                        break
+                except ProtocolError as exc:
+                    if exc.fatal:
+                        await reject(exc.close_code, exc.kind, str(exc))
+                        return
+                    bad += 1
+                    metrics.errors.inc(protocol=protocol, kind=exc.kind)
+                    if talks_back:
+                        await safe_send(ws, rawstream.error(exc.kind, str(exc)))
+                    if bad > config.max_bad_messages:
+                        await reject(CLOSE_BAD_DATA, "too_many_bad_messages",
+                                     f"more than {config.max_bad_messages} bad messages")  # fmt: skip
+                        return
+                except CallRefused as exc:
+                    await reject(exc.close_code, exc.reason, str(exc))
+                    return
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            status = "error"
+            log.exception("ingest failed", extra={"protocol": protocol})
+            metrics.errors.inc(protocol=protocol, kind="server_error")
+            await safe_close(ws, CLOSE_SERVER_ERROR)
+        finally:
+            if call is not None:
+                await call.finish(status)
+            if sender is not None:
+                try:
+                    await asyncio.wait_for(sender, END_WAIT_S)
+                except (TimeoutError, Exception):
+                    sender.cancel()
+            await safe_close(ws, CLOSE_NORMAL)
+
+    async def send_events(ws: WebSocket, sub: Subscription, serializer: ModuleType) -> None:
+        try:
+            while True:
+                data = await sub.get()
+                if data is END or data is DROPPED:
+                    return
+                wire = serializer.encode(data)
+                if wire is not None and not await safe_send(ws, wire):
+                    return
+        finally:
+            hub().unsubscribe(sub)
+
+    async def twilio_ws(ws: WebSocket) -> None:
+        await ingest(ws, "twilio", twilio)
+
+    async def stream_ws(ws: WebSocket) -> None:
+        await ingest(ws, "stream", rawstream)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Route("/config", config_endpoint),
+        Route("/calls", list_calls),
+        Route("/events", events_sse),
+        WebSocketRoute("/events", events_ws),
+        Route("/calls/{call_id}/events", events_sse),
+        WebSocketRoute("/calls/{call_id}/events", events_ws),
+        Route("/calls/{call_id}", get_call),
+        Route("/v1/transcribe", transcribe_upload, methods=["POST"]),
+        WebSocketRoute("/twilio", twilio_ws),
+        WebSocketRoute("/stream", stream_ws),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.config = config
+    app.state.hubs = state
+    return app
+
+
+def sse(data: dict) -> str:
+    """One server-sent event: the event type as its name, the JSON as its data."""
+    return f"event: {data['type']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def safe_send(ws: WebSocket, text: str) -> bool:
+    """Send if the socket is open; False if it is gone or too slow."""
+    if ws.application_state != WebSocketState.CONNECTED:
+        return False
+    try:
+        await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT_S)
+        return True
+    except Exception:  # disconnects surface as several exception types
+        return False
+
+
+async def safe_close(ws: WebSocket, code: int, reason: str = "") -> None:
+    if ws.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code, reason), SEND_TIMEOUT_S)

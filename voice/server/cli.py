@@ -1,0 +1,87 @@
+"""`voice serve`: the live call server (HTTP/WebSocket, optional AudioSocket and TLS)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from voice.commands import add_asr_args
+from voice.errors import ConfigError
+
+log = logging.getLogger("voice")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve live calls: Twilio Media Streams, Asterisk AudioSocket, raw WebSocket",
+        description="One process for many calls: audio in over Twilio Media Streams (/twilio), "
+        "a raw WebSocket (/stream) or Asterisk AudioSocket (TCP); transcripts, suggestions and "
+        "alerts out to subscribers (/calls/{id}/events, /events) and to a SQLite store "
+        "(GET /calls/{id}). Requires --auth unless --insecure-no-auth on a loopback host.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP/WebSocket port (default 8080)")
+    p.add_argument("--auth", metavar="FILE",
+                   help='YAML/JSON {"tokens": {"<token>": "agent|supervisor|admin"}}')  # fmt: skip
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="no tokens (local development; loopback host only)")  # fmt: skip
+    p.add_argument("--tls-cert", help="PEM certificate (serve HTTPS/WSS with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket here")
+    p.add_argument("--audiosocket-host", default="127.0.0.1",
+                   help="AudioSocket listen address (default 127.0.0.1: it has no auth)")  # fmt: skip
+    p.add_argument("--db", default="voice_calls.sqlite3", help="SQLite store of calls and events")
+    p.add_argument("--kb", help="knowledge base (CSV/XLSX) for suggested replies")
+    p.add_argument("--max-calls", type=int, default=32, help="concurrent calls (default 32)")
+    p.add_argument("--batch-max", type=int, default=8, help="segments per ASR batch (default 8)")
+    p.add_argument("--max-queue-seconds", type=float, default=6.0,
+                   help="ASR backlog bound before segments are shed (default 6)")  # fmt: skip
+    p.add_argument("--subscriber-queue", type=int, default=256,
+                   help="events buffered per subscriber before it is dropped (default 256)")  # fmt: skip
+    add_asr_args(p)
+    p.set_defaults(func=run_serve)
+
+
+def config_from_args(args: argparse.Namespace):
+    """A validated ServerConfig from the command line (reads the auth file)."""
+    from voice.server.auth import load_tokens
+    from voice.server.config import ServerConfig
+
+    tokens = load_tokens(args.auth) if args.auth else {}
+    if args.auth and args.insecure_no_auth:
+        raise ConfigError("--auth and --insecure-no-auth exclude each other")
+    return ServerConfig(
+        host=args.host, port=args.port, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, audiosocket_port=args.audiosocket_port,
+        audiosocket_host=args.audiosocket_host, db_path=args.db, max_calls=args.max_calls,
+        batch_max=args.batch_max, max_queue_seconds=args.max_queue_seconds,
+        subscriber_queue=args.subscriber_queue,
+    ).validate()  # fmt: skip
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voice.commands import asr_from_args
+    from voice.server import logs
+    from voice.server.app import create_app
+
+    config = config_from_args(args)  # refuse bad settings before loading the model
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
+    transcriber, vad = asr_from_args(args)
+    engine = None
+    if args.kb:
+        from voice.answer import AnswerEngine
+
+        engine = AnswerEngine.from_file(args.kb)
+    app = create_app(config, transcriber, vad, engine)
+    if config.insecure_no_auth:
+        log.warning("authentication is OFF (--insecure-no-auth): every client is a supervisor")
+    uv = uvicorn.Config(
+        app, host=config.host, port=config.port, ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key, ws_max_size=4 * config.max_frame_bytes, log_config=None,
+        access_log=False, lifespan="on", ws_ping_interval=20, ws_ping_timeout=20,
+    )  # fmt: skip
+    uvicorn.Server(uv).run()
+    return 0

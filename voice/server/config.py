@@ -1,0 +1,73 @@
+"""Server settings: one frozen dataclass with documented defaults, checked once."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from voice.errors import ConfigError
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `voice serve` needs besides the model. Defaults suit a 2-core CPU machine."""
+
+    host: str = "127.0.0.1"  # HTTP/WebSocket listen address
+    port: int = 8080
+    audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it private
+    audiosocket_port: int | None = None  # None: no AudioSocket listener
+    tokens: dict[str, dict[str, str]] = field(default_factory=dict)  # token -> {role, name}
+    insecure_no_auth: bool = False  # every client is a supervisor; loopback hosts only
+    tls_cert: str | None = None  # PEM certificate; with tls_key, serve HTTPS/WSS
+    tls_key: str | None = None
+    db_path: str = "voice_calls.sqlite3"  # SQLite store of calls and their events
+    max_calls: int = 32  # concurrent live calls; more are refused (close 1013 / HTTP 503)
+    max_frame_bytes: int = 64 * 1024  # largest WebSocket message / AudioSocket frame accepted
+    max_bad_messages: int = 50  # malformed messages tolerated per call before it is closed
+    start_timeout_s: float = 10.0  # a stream must send its start message within this time
+    batch_max: int = 8  # segments decoded in one encoder call
+    batch_wait_ms: int = 10  # after the first segment arrives, wait this long for others
+    max_queue_seconds: float = 6.0  # bound on the ASR queue's estimated time to clear (see
+    # scheduler.py): above half of it calls get a warning, above it the oldest queued segments of
+    # the most-loaded call are shed
+    max_queue_segments: int = 64  # hard bound on queued segments whatever the estimate
+    subscriber_queue: int = 256  # events buffered per subscriber before it is dropped as slow
+    max_upload_bytes: int = 50 * 1024 * 1024  # POST /v1/transcribe body limit
+
+    def validate(self) -> ServerConfig:
+        if not self.tokens and not self.insecure_no_auth:
+            raise ConfigError(
+                "refusing to start without authentication: pass --auth FILE "
+                "(or --insecure-no-auth for local development on a loopback host)"
+            )
+        if self.insecure_no_auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"--insecure-no-auth is allowed only on a loopback host, not {self.host}"
+            )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        if not 1 <= self.batch_max <= 64:
+            raise ConfigError("batch_max must be between 1 and 64")
+        if self.max_queue_seconds <= 0 or self.max_queue_segments < 1:
+            raise ConfigError("queue bounds must be positive")
+        if self.max_frame_bytes < 320:
+            raise ConfigError("max_frame_bytes must allow at least one 20 ms frame (320 bytes)")
+        return self
+
+    def public(self) -> dict:
+        """The settings an admin may read (no tokens)."""
+        data = {k: v for k, v in self.__dict__.items() if k != "tokens"}
+        data["tokens"] = len(self.tokens)
+        return data
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,91 @@
+"""Carrier wire formats: bytes/JSON in -> typed inbound messages; events out -> wire or None.
+
+Each module knows one carrier's format and nothing else (no sessions, no sockets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# WebSocket close codes (RFC 6455) used for each kind of protocol failure
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL = 1002  # audio before start, start twice
+CLOSE_UNSUPPORTED = 1003  # wrong encoding or sample rate
+CLOSE_BAD_DATA = 1007  # too many malformed messages
+CLOSE_POLICY = 1008  # missing or invalid token, role not allowed
+CLOSE_TOO_BIG = 1009  # oversized frame
+CLOSE_SERVER_ERROR = 1011
+CLOSE_TRY_LATER = 1013  # overloaded: too many calls or ASR queue full
+
+
+class ProtocolError(ValueError):
+    """A message the carrier's format does not allow.
+
+    `fatal` errors end the call with `close_code`; the others are counted under `kind` and the
+    message is ignored.
+    """
+
+    def __init__(self, kind: str, message: str, fatal: bool = False, close_code: int = 0):
+        super().__init__(message)
+        self.kind = kind
+        self.fatal = fatal
+        self.close_code = close_code or (CLOSE_PROTOCOL if fatal else 0)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A call begins: who it is and what its audio is."""
+
+    call_id: str
+    encoding: str = "mulaw"
+    sample_rate: int = 8_000
+    token: str | None = None  # a credential carried inside the protocol (Twilio customParameters)
+    agent: str | None = None  # the agent the call is assigned to, if the bridge says
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Raw audio bytes in the call's encoding."""
+
+    data: bytes
+    sequence: int | None = None
+    sample_rate: int | None = None  # set when the frame itself names its rate (AudioSocket)
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """A key the caller pressed."""
+
+    digit: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A named marker echoed by the carrier (Twilio)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The caller hung up or the carrier ended the stream."""
+
+    reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed message with nothing for us (Twilio `connected`, outbound track audio)."""
+
+    kind: str
+
+
+Inbound = Start | Audio | Dtmf | Mark | Stop | Ignored
+
+__all__ = [
+    "Audio", "Dtmf", "Ignored", "Inbound", "Mark", "ProtocolError", "Start", "Stop",
+    "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_UNSUPPORTED", "CLOSE_BAD_DATA", "CLOSE_POLICY",
+    "CLOSE_TOO_BIG", "CLOSE_SERVER_ERROR", "CLOSE_TRY_LATER",
+]  # fmt: skip

@@ -1,0 +1,88 @@
+"""Raw WebSocket stream (FreeSWITCH audio fork, SDKs): a JSON start, then binary audio frames.
+
+In: `{"type": "start", "call_id": "...", "encoding": "pcm16|mulaw|alaw", "sample_rate": 8000|16000}`
+(optional `token`, `agent`), binary frames of audio, optional `{"type": "dtmf", "digit": "5"}`,
+and `{"type": "stop"}` (or closing the socket). Out: each event's JSON (`Event.to_dict()`), and
+`{"type": "error", "code": ..., "message": ...}` for rejected input.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from voice.audio import ENCODINGS
+from voice.server.serializers import (
+    CLOSE_UNSUPPORTED,
+    Audio,
+    Dtmf,
+    Inbound,
+    ProtocolError,
+    Start,
+    Stop,
+)
+
+RATES = (8_000, 16_000)
+MAX_CALL_ID = 128  # characters
+
+
+def parse(message: str | bytes) -> Inbound:
+    """One WebSocket message (text JSON or binary audio) -> a typed inbound message."""
+    if isinstance(message, bytes):
+        return Audio(message)
+    try:
+        data = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"malformed JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_json", "message is not a JSON object")
+    kind = data.get("type") or data.get("event")
+    if kind == "start":
+        return _start(data)
+    if kind == "stop":
+        return Stop("stop")
+    if kind == "dtmf":
+        return Dtmf(str(data.get("digit", ""))[:1])
+    raise ProtocolError("unknown_event", f"unknown message type {kind!r}")
+
+
+def _start(data: dict) -> Start:
+    encoding = data.get("encoding", "pcm16")
+    rate = data.get("sample_rate", 16_000)
+    if encoding not in ENCODINGS:
+        raise ProtocolError(
+            "bad_format",
+            f"unsupported encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}",
+            fatal=True,
+            close_code=CLOSE_UNSUPPORTED,
+        )
+    if rate not in RATES:
+        raise ProtocolError(
+            "bad_format",
+            f"unsupported sample_rate {rate!r}; expected 8000 or 16000",
+            fatal=True,
+            close_code=CLOSE_UNSUPPORTED,
+        )
+    call_id = data.get("call_id") or uuid.uuid4().hex
+    if not isinstance(call_id, str) or len(call_id) > MAX_CALL_ID:
+        raise ProtocolError("bad_message", "call_id must be a string of at most 128 characters",
+                            fatal=True)  # fmt: skip
+    token, agent = data.get("token"), data.get("agent")
+    return Start(
+        call_id=call_id,
+        encoding=encoding,
+        sample_rate=rate,
+        token=str(token) if token else None,
+        agent=str(agent) if agent else None,
+    )
+
+
+def encode(event: dict[str, Any]) -> str:
+    """An event (its `to_dict()` form) as the JSON text message the client reads."""
+    return json.dumps(event, ensure_ascii=False)
+
+
+def error(code: str, message: str) -> str:
+    """The JSON text message reporting rejected input."""
+    return json.dumps({"type": "error", "code": code, "message": message}, ensure_ascii=False)

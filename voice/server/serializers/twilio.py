@@ -1,0 +1,121 @@
+"""Twilio Media Streams (WebSocket JSON): connected, start, media, mark, dtmf, stop.
+
+Inbound messages follow https://www.twilio.com/docs/voice/media-streams/websocket-messages.
+Twilio accepts only `media`, `mark` and `clear` messages back, so call events are not sent on
+the stream (`encode` returns None); they reach agents through the event subscriptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from voice.server.serializers import (
+    CLOSE_UNSUPPORTED,
+    Audio,
+    Dtmf,
+    Ignored,
+    Inbound,
+    Mark,
+    ProtocolError,
+    Start,
+    Stop,
+)
+
+MEDIA_ENCODING = "audio/x-mulaw"  # the only encoding Twilio streams
+MEDIA_RATE = 8_000
+INBOUND_TRACK = "inbound"  # the caller; "outbound" is what Twilio plays to them
+
+
+def parse(message: str | bytes) -> Inbound:
+    """One WebSocket text message from Twilio -> a typed inbound message."""
+    if isinstance(message, bytes):
+        raise ProtocolError("binary_frame", "Twilio sends JSON text messages only")
+    try:
+        data = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"malformed JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_json", "message is not a JSON object")
+    event = data.get("event")
+    if event == "connected":
+        return Ignored("connected")
+    if event == "start":
+        return _start(data)
+    if event == "media":
+        return _media(data)
+    if event == "mark":
+        return Mark(str(_obj(data, "mark").get("name", "")))
+    if event == "dtmf":
+        return Dtmf(str(_obj(data, "dtmf").get("digit", ""))[:1])
+    if event == "stop":
+        return Stop("stop")
+    raise ProtocolError("unknown_event", f"unknown Twilio event {event!r}")
+
+
+def encode(event: dict) -> str | None:
+    """Twilio streams carry no application events: always None."""
+    return None
+
+
+def _obj(data: dict, key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_message", f"`{key}` must be an object")
+    return value
+
+
+def _start(data: dict) -> Start:
+    start = _obj(data, "start")
+    call_id = start.get("callSid") or data.get("streamSid") or start.get("streamSid")
+    if not isinstance(call_id, str) or not call_id:
+        raise ProtocolError("bad_message", "start has no callSid", fatal=True)
+    fmt = start.get("mediaFormat") or {}
+    encoding = fmt.get("encoding", MEDIA_ENCODING)
+    rate = fmt.get("sampleRate", MEDIA_RATE)
+    if encoding != MEDIA_ENCODING or rate != MEDIA_RATE or fmt.get("channels", 1) != 1:
+        raise ProtocolError(
+            "bad_format",
+            f"unsupported media format {encoding} {rate} Hz; Twilio streams audio/x-mulaw 8000 Hz",
+            fatal=True,
+            close_code=CLOSE_UNSUPPORTED,
+        )
+    params = start.get("customParameters") or {}
+    if not isinstance(params, dict):
+        params = {}
+    meta = {
+        "streamSid": data.get("streamSid") or start.get("streamSid"),
+        "accountSid": start.get("accountSid"),
+        "tracks": start.get("tracks"),
+    }
+    token = params.get("token")
+    agent = params.get("agent")
+    return Start(
+        call_id=call_id,
+        encoding="mulaw",
+        sample_rate=MEDIA_RATE,
+        token=str(token) if token else None,
+        agent=str(agent) if agent else None,
+        meta={k: v for k, v in meta.items() if v},
+    )
+
+
+def _media(data: dict) -> Audio | Ignored:
+    media = _obj(data, "media")
+    if media.get("track", INBOUND_TRACK) != INBOUND_TRACK:
+        return Ignored("outbound_track")
+    payload = media.get("payload")
+    if not isinstance(payload, str):
+        raise ProtocolError("bad_message", "media has no payload")
+    try:
+        audio = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("bad_base64", "media payload is not valid base64") from None
+    seq = data.get("sequenceNumber")
+    try:
+        sequence = int(seq) if seq is not None else None
+    except (TypeError, ValueError):
+        sequence = None
+    return Audio(audio, sequence=sequence)
