@@ -48,7 +48,9 @@ def tiny_hf_whisper(options: TinyWhisperOptions = TinyWhisperOptions()):
     return WhisperForConditionalGeneration(config).eval()
 
 
-def make_tiny_whisper(out_dir: str | Path, base_dir: str | Path, options: TinyWhisperOptions = TinyWhisperOptions()) -> Path:
+def make_tiny_whisper(
+    out_dir: str | Path, base_dir: str | Path, options: TinyWhisperOptions = TinyWhisperOptions()
+) -> Path:
     """Write a tiny random CTranslate2 Whisper to `out_dir`, taking tokenizer and decoding
     settings (suppressed tokens, language ids) from the packaged model in `base_dir`."""
     import ctranslate2

@@ -1,0 +1,79 @@
+"""Fine-tuning options: one frozen dataclass, checked once, echoed into the model card."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from voice.errors import ConfigError
+
+MODES = ("decoder", "top-encoder", "full", "lora")
+QUANTIZATIONS = ("int8", "int8_float32", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How to fine-tune. Defaults fit a 2-core CPU: frozen encoder, cached outputs, 10 s window."""
+
+    base_model: str = "base"  # a ModelStore name or a CTranslate2 Whisper directory
+    # decoder: encoder frozen, its outputs computed once (CTranslate2) and cached, decoder trained;
+    # top-encoder: lower encoder layers cached (PyTorch), top `top_layers` + decoder trained;
+    # full: everything trained on the fly; lora: LoRA adapters (peft) on attention + decoder.
+    mode: str = "decoder"
+    window: int | str = 10  # encoder window in seconds (longer clips: next multiple of 5), "auto"
+    top_layers: int = 2  # encoder layers trained in top-encoder mode
+    lora_rank: int = 16  # LoRA rank in lora mode
+    train_embeddings: bool = True  # train token embeddings (tied to the output projection)
+    dropout: float = 0.1  # dropout in the trained decoder layers (the base model has none)
+    lr: float = 2e-4  # peak AdamW learning rate (linear warm-up, cosine decay)
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    batch_size: int = 12
+    max_steps: int = 2000  # upper bound; the time budget or early stopping usually ends sooner
+    epochs: float = 20.0  # upper bound in passes over the training set
+    max_minutes: float = 22.0  # training time budget (caching and export not included)
+    eval_every: int = 150  # steps between dev CER evaluations (and checkpoints)
+    eval_utterances: int = 100  # dev utterances decoded per evaluation and in the card (0: all)
+    patience: int = 4  # evaluations without dev CER improvement before stopping
+    seed: int = 0
+    augment: bool = True  # speed/noise/gain/codec augmentation (on-the-fly modes only)
+    augment_copies: int = 0  # decoder/top-encoder modes: extra augmented copies cached per clip
+    max_label_tokens: int = 120  # longer transcripts are cut
+    quantization: str = "int8"  # exported CTranslate2 weights; the encoder cache uses the same
+    cache_dir: str = ""  # where datasets caches features/encoder outputs ("": beside the output)
+    threads: int = 0  # torch / CTranslate2 threads (0: all cores)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.window != "auto" and not (isinstance(self.window, int) and 1 <= self.window <= 30):
+            raise ConfigError(f"window must be 'auto' or whole seconds 1-30, not {self.window!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(
+                f"unknown quantization {self.quantization!r}; expected {', '.join(QUANTIZATIONS)}"
+            )
+        for name in ("batch_size", "max_steps", "eval_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.lr <= 0 or self.max_minutes <= 0:
+            raise ConfigError("lr and max_minutes must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FinetuneOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_window(text: str) -> int | str:
+    """`--window` value: "auto" or whole seconds."""
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--window must be 'auto' or whole seconds, not {text!r}") from None
+
+
+__all__ = ["MODES", "FinetuneOptions", "parse_window"]
