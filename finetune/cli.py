@@ -8,8 +8,10 @@ from dataclasses import fields
 DEFAULT_MANIFEST = "recordings/synth/manifest.jsonl"
 
 _HELP = {
-    "mode": "decoder (default: frozen encoder, cached CTranslate2 outputs) | top-encoder | full | lora",
-    "window": "encoder window in seconds (default 10; longer clips use the next multiple of 5) or auto",
+    "mode": "top-encoder (lower layers cached, top layers + decoder trained) | decoder (encoder "
+    "frozen, CTranslate2 outputs cached) | full | lora",
+    "window": "encoder window: auto (utterance rounded up to 5 s) or whole seconds (longer clips "
+    "use the next multiple of 5)",
     "max_minutes": "training time budget in minutes (caching and export not counted)",
     "augment_copies": "cached modes: extra augmented copies of each clip to cache",
 }

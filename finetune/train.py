@@ -176,8 +176,8 @@ class Trainer:
         self.base_dir = ModelStore().resolve(o.base_model)
         self.model, self.processor = load_ct2_whisper(self.base_dir)
         self.layers = len(self.model.model.encoder.layers)
-        if o.mode == "top-encoder" and not 1 <= o.top_layers <= self.layers:
-            raise VoiceError(f"top_layers must be 1-{self.layers} for this model")
+        if o.mode == "top-encoder" and not 1 <= o.top_layers < self.layers:
+            raise VoiceError(f"top_layers must be 1-{self.layers - 1} for this model")
         hours = sum(r["duration"] for r in self.train_rows) / 3600
         log.info(
             "manifest %s: %d train (%.2f h), %d dev, %d test utterances; mode %s, window %s",

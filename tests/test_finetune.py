@@ -35,8 +35,9 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 def _options(tiny_dir: Path, **kw) -> FinetuneOptions:
-    defaults = dict(base_model=str(tiny_dir), max_steps=8, eval_every=4, batch_size=2, lr=3e-3,
-                    warmup_steps=1, quantization="int8", threads=2)  # fmt: skip
+    defaults = dict(base_model=str(tiny_dir), mode="decoder", window=10, max_steps=8,
+                    eval_every=4, batch_size=2, lr=3e-3, warmup_steps=1, quantization="int8",
+                    threads=2)  # fmt: skip
     return FinetuneOptions(**{**defaults, **kw})
 
 
@@ -113,3 +114,26 @@ def test_window_for_rounds_up_and_keeps_minimum():
     assert window_for(12.0, 10) == 15
     assert window_for(3.0, "auto") == 5
     assert window_for(40.0, 10) == 30
+
+
+@pytest.mark.parametrize(("mode", "window"), [("top-encoder", "auto"), ("full", 5), ("lora", 10)])
+def test_other_modes_train_and_export(manifest, tiny_dir, tmp_path, mode, window):
+    from faster_whisper import WhisperModel
+
+    from finetune.train import finetune
+
+    out = tmp_path / f"tiny-{mode}"
+    options = _options(tiny_dir, mode=mode, window=window, top_layers=1, max_steps=4, eval_every=2)
+    result = finetune(manifest, out, options, progress=False)
+    assert len(result.losses) == 4 and result.losses[-1] < result.losses[0]
+    card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
+    assert card["window_seconds"] == window and card["options"]["mode"] == mode
+    WhisperModel(str(out), device="cpu", compute_type="int8")
+
+
+def test_top_layers_must_leave_a_frozen_layer(manifest, tiny_dir, tmp_path):
+    from finetune.train import finetune
+
+    with pytest.raises(VoiceError, match="top_layers"):
+        options = _options(tiny_dir, mode="top-encoder", top_layers=2)
+        finetune(manifest, tmp_path / "m", options, progress=False)
