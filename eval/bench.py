@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.markdown import update_section
+
 SAMPLE_LINES = (
     "喂，你好，我想查下我張單。", "點解我今個月嘅月費貴咗咁多㗎？", "我個account login唔到，個密碼唔啱。",
     "我上個禮拜訂咗部電話，到而家都未收到。", "可唔可以幫我改送貨地址？", "屋企個WiFi成日斷線，好麻煩。",
@@ -159,21 +161,6 @@ def run(model: str = "base", minutes: float = 10.0, out: Path | None = None) -> 
     if out:
         update_section(out, "## Streaming pipeline (issue 2)", section)
     return section
-
-
-def update_section(path: Path, heading: str, body: str) -> None:
-    """Replace (or append) the section starting at `heading` in a Markdown file, atomically."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    start = text.find(heading)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + body + ("" if end < 0 else "\n" + text[end + 1 :])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _machine() -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.audio import float_to_pcm16, mulaw_encode
+from voice.markdown import update_section
 
 CHUNK_MS = 20  # what telephony bridges send
 TARGET_P95_S = 1.5  # the latency a call centre tolerates for live suggestions
@@ -172,12 +173,12 @@ def scrape(port: int) -> dict[str, float]:
 def render(rows: list[dict], command: str, meta: dict) -> str:
     ok = [r["calls"] for r in rows if r["p95"] < TARGET_P95_S and not r["missed"]]
     lines = [
-        SECTION,
+        f"{SECTION} ({meta['model']})",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {meta['cpus']} CPU cores, no GPU, load average {meta['load']} at start "
-        "(shared with a fine-tuning job: figures are noisy). Model "
+        "(a shared machine: figures are noisy). Model "
         f"`{meta['model']}`, greedy, int8; VAD webrtc, stop_ms 400 (part of every latency).",
         "Each call: 4 espeak-ng Cantonese lines over a simulated phone line, ~17 s, streamed at "
         "real time in 20 ms mu-law messages to /stream, start offsets random in 0-3 s. Latency: "
@@ -195,19 +196,6 @@ def render(rows: list[dict], command: str, meta: dict) -> str:
     lines += ["", f"Largest N with p95 under {TARGET_P95_S} s and no line lost: "
               f"**{max(ok) if ok else 'none'}** (of those tried).", ""]  # fmt: skip
     return "\n".join(lines)
-
-
-def update_section(path: Path, section: str) -> None:
-    """Replace the `## Load test` section of `path` (or append it), keeping the rest."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m voice.server.loadtest " + " ".join(argv or sys.argv[1:])
     section = render(rows, command.strip(), meta)
     print("\n" + section)
-    update_section(args.out, section)
+    update_section(args.out, f"{SECTION} ({args.model})", section)
     return 0
 
 
