@@ -5,6 +5,7 @@ Each module knows one carrier's format and nothing else (no sessions, no sockets
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,3 +90,14 @@ __all__ = [
     "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_UNSUPPORTED", "CLOSE_BAD_DATA", "CLOSE_POLICY",
     "CLOSE_TOO_BIG", "CLOSE_SERVER_ERROR", "CLOSE_TRY_LATER",
 ]  # fmt: skip
+
+
+def json_object(message: str) -> dict[str, Any]:
+    """A text message that must be one JSON object, or ProtocolError("bad_json")."""
+    try:
+        data = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"malformed JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_json", "message is not a JSON object")
+    return data

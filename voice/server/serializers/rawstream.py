@@ -21,6 +21,7 @@ from voice.server.serializers import (
     ProtocolError,
     Start,
     Stop,
+    json_object,
 )
 
 RATES = (8_000, 16_000)
@@ -31,12 +32,7 @@ def parse(message: str | bytes) -> Inbound:
     """One WebSocket message (text JSON or binary audio) -> a typed inbound message."""
     if isinstance(message, bytes):
         return Audio(message)
-    try:
-        data = json.loads(message)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError("bad_json", f"malformed JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("bad_json", "message is not a JSON object")
+    data = json_object(message)
     kind = data.get("type") or data.get("event")
     if kind == "start":
         return _start(data)

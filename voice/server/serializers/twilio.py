@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from voice.server.serializers import (
@@ -22,6 +21,7 @@ from voice.server.serializers import (
     ProtocolError,
     Start,
     Stop,
+    json_object,
 )
 
 MEDIA_ENCODING = "audio/x-mulaw"  # the only encoding Twilio streams
@@ -33,12 +33,7 @@ def parse(message: str | bytes) -> Inbound:
     """One WebSocket text message from Twilio -> a typed inbound message."""
     if isinstance(message, bytes):
         raise ProtocolError("binary_frame", "Twilio sends JSON text messages only")
-    try:
-        data = json.loads(message)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError("bad_json", f"malformed JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("bad_json", "message is not a JSON object")
+    data = json_object(message)
     event = data.get("event")
     if event == "connected":
         return Ignored("connected")
