@@ -106,8 +106,9 @@ def asr_from_args(args: argparse.Namespace):
     store = ModelStore(cache_dir=args.cache_dir, project_dir=args.models_dir)
     model = args.model
     if model == "auto":
+        # the newest fine-tuned model, else the packaged base
         tuned = [e for e in store.list() if e.card.get("base_model")]
-        model = tuned[-1].name if tuned else "base"
+        model = max(tuned, key=lambda e: str(e.card.get("created", ""))).name if tuned else "base"
     options = AsrOptions(
         beam_size=args.beam_size,
         window_seconds=args.window,
