@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng sox libsox-fmt-all
 CALLS ?= 500
+MODEL ?= base  # make loadtest MODEL=yue-base-synth
 
 .PHONY: setup system-deps demo test test-fast bench corpus finetune eval loadtest lint clean
 
@@ -50,7 +51,7 @@ eval: setup
 	$(PY) -m voice eval recordings/synth/test.jsonl --model base --model yue-base-synth --report reports/eval
 
 loadtest: setup
-	$(PY) -m voice.server.loadtest --out BENCHMARKS.md
+	$(PY) -m voice.server.loadtest --out BENCHMARKS.md --model $(MODEL)
 
 lint: setup
 	$(VENV)/bin/ruff check voice finetune eval tests scripts
