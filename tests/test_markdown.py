@@ -8,7 +8,10 @@ def test_sections_are_replaced_or_appended(tmp_path):
     path.write_text("# Benchmarks\n\n## A\nold a\n\n## B\nb body\n", encoding="utf-8")
     update_section(path, "## A", "## A\nnew a\n")
     update_section(path, "## C", "## C\nc\n")
-    assert path.read_text(encoding="utf-8") == "# Benchmarks\n\n## A\nnew a\n\n## B\nb body\n\n## C\nc\n"
+    assert (
+        path.read_text(encoding="utf-8")
+        == "# Benchmarks\n\n## A\nnew a\n\n## B\nb body\n\n## C\nc\n"
+    )
 
 
 def test_a_missing_file_is_created(tmp_path):

