@@ -208,6 +208,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from voice.answer import AnswerEngine
+    from voice.answer.kb import SAMPLE_KB
     from voice.demo import make_demo_call
     from voice.pipeline import transcribe_file
 
@@ -216,14 +218,10 @@ def run_demo(args: argparse.Namespace) -> int:
     for start, end, text in call.lines:
         print(f"  said at {_clock(start)}-{_clock(end)}: {text}")
     transcriber, vad = asr_from_args(args)
-    kb = args.kb or _sample_kb()
-    answer = None
-    if kb:
-        from voice.answer import AnswerEngine
-
-        answer = AnswerEngine.from_file(kb).session(call.path.stem)
+    kb = args.kb or str(SAMPLE_KB)
+    answer = AnswerEngine.from_file(kb).session(call.path.stem)
     print(f"\nStreaming {call.path} at {args.speed:g}x real time through VAD ({vad.backend}) and "
-          f"model '{transcriber.name}'" + (f" with knowledge base {kb}" if kb else "") + ":\n")  # fmt: skip
+          f"model '{transcriber.name}' with knowledge base {kb}:\n")  # fmt: skip
     if "base_model" not in transcriber.card:
         print("  (zero-shot Whisper base does not know Cantonese phone speech: expect poor text;\n"
               "   `make finetune` builds a Cantonese model that the demo then uses)\n")  # fmt: skip
@@ -232,8 +230,3 @@ def run_demo(args: argparse.Namespace) -> int:
         if line:
             print(line, flush=True)
     return 0
-
-
-def _sample_kb() -> str | None:
-    path = Path(__file__).parent / "answer" / "data" / "sample_kb.csv"
-    return str(path) if path.is_file() else None
