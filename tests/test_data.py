@@ -18,7 +18,7 @@ from voice.data.importer import ImportOptions, import_recordings
 from voice.data.manifest import DataError
 from voice.data.synth import SynthOptions, generate_corpus
 from voice.data.synth.numbers import cardinal, digits
-from voice.data.synth.text import ScriptWriter, partition, tidy
+from voice.data.synth.text import ScriptOptions, ScriptWriter, partition, tidy
 
 CALLS = 5
 
@@ -241,7 +241,16 @@ def test_sentence_pools_are_held_out_by_split():
     pools = partition(chat)
     assert all(pools.values())
     assert not set(pools["train"]) & (set(pools["dev"]) | set(pools["test"]))
-    writer = ScriptWriter(chat)
-    train = {line for i in range(50) for line in writer.call(random.Random(i), "train")[1]}
-    test = {line for i in range(50) for line in writer.call(random.Random(i), "test")[1]}
+
+    def lines(writer, split):
+        return {line for i in range(80) for line in writer.call(random.Random(i), split)[1]}
+
+    shared = ScriptWriter(chat)
+    train, test = lines(shared, "train"), lines(shared, "test")
+    test_chat = test & set(chat)
+    assert test_chat and not test_chat & train  # chat is held out by sentence
+    assert test & train  # templates are shared (fixed phrasings like closings recur)
+
+    strict = ScriptWriter(chat, ScriptOptions(hold_out_templates=True))
+    train, test = lines(strict, "train"), lines(strict, "test")
     assert len(test & train) <= len(test) // 20

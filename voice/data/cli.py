@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
     )
     synth.add_argument("--speakers", type=int, default=60, help="synthetic speakers (default 60)")
+    synth.add_argument(
+        "--hold-out-templates",
+        action="store_true",
+        help="give dev and test their own call-centre phrasings too (by default only the "
+        "HKCanCor chat is held out by sentence; templates are shared, slots filled afresh)",
+    )
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     synth.set_defaults(func=run_synth)
 
@@ -61,12 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from voice.data.check import check_manifest
     from voice.data.synth import SynthOptions, generate_corpus
+    from voice.data.synth.text import ScriptOptions
 
     options = SynthOptions(
         calls=args.calls,
         seed=args.seed,
         workers=args.workers,
         speakers=args.speakers,
+        script=ScriptOptions(hold_out_templates=args.hold_out_templates),
         progress=not args.no_progress,
     )
     manifest = generate_corpus(args.out, options)

@@ -1,8 +1,11 @@
 """The caller's lines for one synthetic call: topic templates with slots plus HKCanCor chat.
 
-Sentence pools are held out by split: every template and every HKCanCor utterance hashes into
-train/dev/test (about 80/10/10), and a call only draws from its own split's pools, so dev and test
-sentences are (almost always) never seen in training.
+Splits are by speaker (the corpus decides that). HKCanCor utterances are also held out by sentence:
+each hashes into train/dev/test (about 80/10/10) and a call only draws from its own split's pool, so
+dev and test chat is never heard in training. The call-centre templates are shared by every split,
+as callers to one company reuse the same phrasings; their slots (numbers, names, dates) are filled
+afresh for every line. `ScriptOptions.hold_out_templates` holds the templates out too, for an
+evaluation of phrasings the model has never seen.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ def partition(items: Iterable[str]) -> dict[str, list[str]]:
     return pools
 
 
+def shared(items: Iterable[str]) -> dict[str, list[str]]:
+    """The same items in every split."""
+    items = list(dict.fromkeys(items))
+    return {split: items for split in ("train", "dev", "test")}
+
+
 def template_chars() -> set[str]:
     """Every character a rendered template can contain (for the pronounceability check)."""
     chars = set(num.DIGITS + "".join(num.WEEKDAYS) + "百千萬兩蚊毫月號星期禮拜點半個字分")
@@ -111,6 +120,7 @@ class ScriptOptions:
     identity_rate: float = 0.6  # chance the caller gives a number or name
     chat_rate: float = 0.3  # chance of each of up to two HKCanCor utterances (small talk)
     filler_rate: float = 0.35  # chance of each of up to two short replies to the agent
+    hold_out_templates: bool = False  # True: templates hash into splits like the chat does
 
 
 class ScriptWriter:
@@ -118,8 +128,9 @@ class ScriptWriter:
 
     def __init__(self, chat: Iterable[str], options: ScriptOptions = ScriptOptions()):
         self.options = options
+        pool = partition if options.hold_out_templates else shared
         self.generic = {
-            name: partition(group)
+            name: pool(group)
             for name, group in (
                 ("greeting", GREETINGS),
                 ("identity", IDENTITY),
@@ -128,7 +139,7 @@ class ScriptWriter:
             )
         }
         self.topics = {
-            topic: {role: partition(group) for role, group in roles.items()}
+            topic: {role: pool(group) for role, group in roles.items()}
             for topic, roles in TOPICS.items()
         }
         self.chat = partition(chat)
@@ -154,7 +165,7 @@ class ScriptWriter:
         details = pools["detail"][split]
         n_detail = min(budget - len(fixed) - len(extras), len(details))
         middle = fixed + [render(t, rng) for t in rng.sample(details, n_detail)]
-        while len(middle) + len(extras) < budget:  # held-out pools are small: top up with chat
+        while len(middle) + len(extras) < budget:  # held-out pools can be small: top up
             extras.append(
                 self._chat(split, rng) if rng.random() < 0.6 else self._filler(rng, split)
             )
@@ -173,4 +184,4 @@ class ScriptWriter:
         return render(rng.choice(self.generic[group][split]), rng)
 
 
-__all__ = ["SLOTS", "ScriptOptions", "ScriptWriter", "bucket", "partition", "render", "tidy"]
+__all__ = ["SLOTS", "ScriptOptions", "ScriptWriter", "bucket", "partition", "render", "shared", "tidy"]
