@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", action="store_true", help='end stdout with one JSON object: {"models": [...]}'
     )
+    p.add_argument(
+        "--seen-in", metavar="TRAIN_MANIFEST",
+        help="also score separately the lines whose text occurs in this manifest's train split "
+        "(every line if none is marked train): a gap between seen and unseen text is "
+        "memorisation. Utterance mode only",
+    )  # fmt: skip
     p.add_argument("--report", metavar="DIR", help="write JSONL, Markdown and HTML reports here")
     p.add_argument(
         "--fail-above", type=float, metavar="CER",
@@ -48,18 +54,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_entries(args: argparse.Namespace):
-    """Manifest entries to evaluate, or None after printing the manifest's problems."""
+def _load_manifest(path: str):
+    """A manifest's entries, or None after printing its problems."""
     from voice.data.manifest import load_manifest
 
-    entries, problems = load_manifest(args.manifest)
+    entries, problems = load_manifest(path)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         for problem in errors[:100]:
             print(f"error: {problem}", file=sys.stderr)
         if len(errors) > 100:
             print(f"... and {len(errors) - 100} more", file=sys.stderr)
-        print(f"{args.manifest}: {len(errors)} problem(s); fix them and rerun", file=sys.stderr)
+        print(f"{path}: {len(errors)} problem(s); fix them and rerun", file=sys.stderr)
+        return None
+    return entries
+
+
+def load_seen(path: str):
+    """The train-split entries of `path` (every entry if none is marked train), or None."""
+    entries = _load_manifest(path)
+    if entries is None:
+        return None
+    train = [e for e in entries if e.split == "train"]
+    return train or entries
+
+
+def load_entries(args: argparse.Namespace):
+    """Manifest entries to evaluate, or None after printing the manifest's problems."""
+    entries = _load_manifest(args.manifest)
+    if entries is None:
         return None
     if args.split:
         entries = [e for e in entries if e.split == args.split]
@@ -72,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from eval.errors import EvalError
     from eval.normalize import NormalizeOptions
     from eval.results import summary_json
-    from eval.runner import EvalOptions, evaluate
+    from eval.runner import EvalOptions, evaluate, seen_texts
     from voice.commands import asr_from_args
 
     entries = load_entries(args)
@@ -84,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
             + (f" in split {args.split}" if args.split else "")
         )
     models = args.models or ["base"]
+    normalize = NormalizeOptions(numbers=args.numbers)
+    seen = frozenset()
+    if args.seen_in:
+        train = load_seen(args.seen_in)
+        if train is None:
+            return EXIT_BAD_INPUT
+        seen = seen_texts(train, normalize)
     options = EvalOptions(
-        mode=args.mode,
-        normalize=NormalizeOptions(numbers=args.numbers),
-        progress=not args.no_progress,
+        mode=args.mode, normalize=normalize, progress=not args.no_progress, seen_texts=seen
     )
 
     def load(model: str):
@@ -127,6 +155,13 @@ def _line(result) -> str:
     if result.vad is not None:
         extra = (
             f"  VAD miss {result.vad.miss_rate:.1%} false alarm {result.vad.false_alarm_rate:.1%}"
+        )
+    novelty = result.by_novelty
+    if novelty:
+        extra += "".join(
+            f"  {group}-text CER {score.cer.rate:.2%} ({score.utterances} utt)"
+            for group, score in novelty.items()
+            if score.utterances
         )
     failed = f"  ({len(result.failures)} failed)" if result.failures else ""
     return (

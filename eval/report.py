@@ -217,6 +217,22 @@ def error_rows(result: ModelResult) -> list[list[str]]:
     return rows
 
 
+NOVELTY_HEADER = ("reference text", "CER", "MER", "WER", "units", "ref chars")
+
+
+def novelty_rows(result: ModelResult) -> list[list[str]]:
+    """CER on text seen in training vs unseen text (empty without `--seen-in`)."""
+    rows = []
+    for group, score in (result.by_novelty or {}).items():
+        rows.append(
+            [f"{group} in training", _pct(score.cer.rate if score.utterances else None),
+             _pct(score.mer.rate if score.utterances else None),
+             _pct(score.wer.rate if score.utterances else None),
+             str(score.utterances), str(score.cer.reference_length)]
+        )  # fmt: skip
+    return rows
+
+
 def _header_lines(results: list[ModelResult], manifest: str) -> list[str]:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     modes = sorted({r.mode for r in results})
@@ -267,6 +283,8 @@ def markdown(
             lines += ["", f"{len(result.failures)} unit(s) could not be decoded:"]
             lines += [f"- {_md_cell(f)}" for f in result.failures[:20]]
         lines += ["", "### Error types", ""] + _md_table(ERROR_HEADER, error_rows(result))
+        if novelty := novelty_rows(result):
+            lines += ["", "### Seen and unseen text", ""] + _md_table(NOVELTY_HEADER, novelty)
         lines += [""] + [f"![{name}]({slug}/{name}.png)" for name in PLOT_NAMES]
         worst = worst_rows(result)
         lines += ["", "### Worst units", ""]
@@ -326,6 +344,8 @@ def to_html(
                 f"<p>{len(result.failures)} unit(s) could not be decoded:</p><ul>{items}</ul>"
             )
         parts.append("<h3>Error types</h3>" + _html_table(ERROR_HEADER, error_rows(result)))
+        if novelty := novelty_rows(result):
+            parts.append("<h3>Seen and unseen text</h3>" + _html_table(NOVELTY_HEADER, novelty))
         parts += [_img(figs[name], name) for name in PLOT_NAMES if name in figs]
         worst = worst_rows(result)
         parts.append("<h3>Worst units</h3>")

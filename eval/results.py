@@ -34,6 +34,7 @@ class ModelResult:
     vad: VadScore | None = None
     normalizer: str = ""
     failures: tuple[str, ...] = ()  # lines that could not be decoded, with the reason
+    seen_texts: frozenset[str] = frozenset()  # normalised training texts (`voice eval --seen-in`)
 
     @property
     def corpus(self) -> CorpusScore:
@@ -43,6 +44,18 @@ class ModelResult:
     def rtf(self) -> float | None:
         """Real-time factor: processing time over audio time."""
         return self.processing_seconds / self.audio_seconds if self.audio_seconds else None
+
+    @property
+    def by_novelty(self) -> dict[str, CorpusScore] | None:
+        """Totals over units whose normalised reference was / was not in the training texts.
+
+        Memorisation shows up as a gap between the two; None when no training texts were given.
+        """
+        if not self.seen_texts:
+            return None
+        seen = [s for s in self.scores if s.ref_norm in self.seen_texts]
+        unseen = [s for s in self.scores if s.ref_norm not in self.seen_texts]
+        return {"seen": CorpusScore.of(seen), "unseen": CorpusScore.of(unseen)}
 
     def latency_percentile(self, q: float) -> float | None:
         if not self.latencies_ms:
@@ -79,6 +92,9 @@ def model_summary(result: ModelResult) -> dict:
     if result.vad is not None:
         out["vad_miss_rate"] = _num(result.vad.miss_rate)
         out["vad_false_alarm_rate"] = _num(result.vad.false_alarm_rate)
+    for group, score in (result.by_novelty or {}).items():
+        out[f"cer_{group}_text"] = _num(score.cer.rate) if score.utterances else None
+        out[f"utterances_{group}_text"] = score.utterances
     if result.failures:
         out["failures"] = len(result.failures)
     out["normalizer"] = result.normalizer

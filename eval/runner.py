@@ -45,10 +45,18 @@ class EvalOptions:
     mode: str = "utterance"  # "utterance" (each line's span) or "call" (whole files via VAD)
     normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
     progress: bool = True  # tqdm bar on stderr
+    seen_texts: frozenset[str] = frozenset()  # normalised training texts: see `seen_texts()`
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise EvalError(f"unknown eval mode {self.mode!r}; expected one of {MODES}")
+        if self.seen_texts and self.mode != "utterance":
+            raise EvalError("a seen/unseen text breakdown needs --mode utterance")
+
+
+def seen_texts(entries: Sequence, options: NormalizeOptions) -> frozenset[str]:
+    """The normalised texts of training entries, to split scores into seen and unseen text."""
+    return frozenset(filter(None, (normalize(e.text, options) for e in entries)))
 
 
 def utterance_id(entry) -> str:
@@ -124,6 +132,7 @@ def eval_utterances(
         model=model, mode="utterance", scores=tuple(scores), utterances=len(scores),
         audio_seconds=audio_s, processing_seconds=asr_s, latencies_ms=tuple(latencies),
         normalizer=options.normalize.describe(), failures=tuple(failures),
+        seen_texts=options.seen_texts,
     )  # fmt: skip
 
 
@@ -261,6 +270,7 @@ __all__ = [
     "eval_utterances",
     "group_calls",
     "reference_spans",
+    "seen_texts",
     "stream_call",
     "utterance_id",
 ]

@@ -215,3 +215,20 @@ def test_a_model_that_scored_nothing_has_no_rate_and_fails_the_bar(tmp_path, fak
     )
     assert summary["models"][0]["cer"] is None and summary["models"][0]["rtf"] is None
     assert main(["eval", str(path), "--no-progress", "--fail-above", "0.5"]) == 1
+
+
+def test_voice_eval_splits_seen_and_unseen_text(manifest, fake_models, capsys, tmp_path):
+    train = tmp_path / "train.jsonl"
+    line = {"audio_filepath": "c1.wav", "offset": 0.0, "duration": 1.5, "text": "唔該，我想查單。",
+            "call_id": "t1", "speaker": "s9", "split": "train"}  # fmt: skip
+    train.write_text(json.dumps(line, ensure_ascii=False) + "\n", "utf-8")
+    argv = ["eval", str(manifest), "--model", "bad", "--json", "--no-progress"]
+    assert main([*argv, "--seen-in", str(train), "--report", str(tmp_path / "rep")]) == 0
+    bad = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"][0]
+    # 唔該我想查單 is seen (punctuation aside): 3 of 6 deleted; 一百蚊 is unseen: all 4 wrong
+    assert bad["cer_seen_text"] == pytest.approx(3 / 6) and bad["utterances_seen_text"] == 1
+    assert bad["cer_unseen_text"] == pytest.approx(1.0) and bad["utterances_unseen_text"] == 1
+    assert "Seen and unseen text" in (tmp_path / "rep" / "report.md").read_text("utf-8")
+
+    assert main([*argv, "--seen-in", str(tmp_path / "missing.jsonl")]) == 2
+    assert main([*argv, "--seen-in", str(train), "--mode", "call"]) == 2
