@@ -184,4 +184,13 @@ class ScriptWriter:
         return render(rng.choice(self.generic[group][split]), rng)
 
 
-__all__ = ["SLOTS", "ScriptOptions", "ScriptWriter", "bucket", "partition", "render", "shared", "tidy"]
+__all__ = [
+    "SLOTS",
+    "ScriptOptions",
+    "ScriptWriter",
+    "bucket",
+    "partition",
+    "render",
+    "shared",
+    "tidy",
+]
