@@ -14,6 +14,8 @@ _HELP = {
     "use the next multiple of 5)",
     "max_minutes": "training time budget in minutes (caching and export not counted)",
     "augment_copies": "cached modes: extra augmented copies of each clip to cache",
+    "mask_time": "cached modes: fraction of each clip's cached encoder frames zeroed in 2 spans "
+    "per step (SpecAugment-style time masking; the cache itself cannot be re-augmented)",
 }
 
 

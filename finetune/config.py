@@ -39,6 +39,8 @@ class FinetuneOptions:
     seed: int = 0
     augment: bool = True  # speed/noise/gain/codec augmentation (on-the-fly modes only)
     augment_copies: int = 0  # decoder/top-encoder modes: extra augmented copies cached per clip
+    mask_time: float = 0.0  # cached modes: fraction of each clip's cached frames zeroed, in spans
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
     max_label_tokens: int = 120  # longer transcripts are cut
     quantization: str = "int8"  # exported CTranslate2 weights; the encoder cache uses the same
     cache_dir: str = ""  # where datasets caches features/encoder outputs ("": beside the output)
@@ -58,6 +60,9 @@ class FinetuneOptions:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0 or self.max_minutes <= 0:
             raise ConfigError("lr and max_minutes must be positive")
+        for name in ("mask_time", "label_smoothing", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), not {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -130,6 +130,21 @@ def _lr_factor(step: int, progress: float, warmup: int) -> float:
     return warm * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cosine)
 
 
+def mask_time(states, fraction: float, rng: np.random.Generator, spans: int = 2):
+    """Zero `spans` random runs of frames per clip, together about `fraction` of the frames.
+
+    The cached modes replay the same encoder states every epoch; masking makes the decoder lean
+    on context instead of memorising them (SpecAugment's time mask, applied to cached states).
+    """
+    states = states.clone()
+    batch, frames = states.shape[:2]
+    width = max(1, int(frames * fraction / spans))
+    for b in range(batch):
+        for start in rng.integers(0, max(1, frames - width), size=spans):
+            states[b, start : start + width] = 0.0
+    return states
+
+
 def _save(path: Path, payload: dict) -> None:
     import torch
 
@@ -233,6 +248,8 @@ class Trainer:
             raw = table[indices]["states"]
             raw = np.stack(list(raw)) if raw.dtype == object else raw
             states = torch.from_numpy(raw.astype(np.float32))
+            if train and o.mask_time > 0:
+                states = mask_time(states, o.mask_time, np.random.default_rng([o.seed, step]))
             if o.mode == "top-encoder":
                 states = run_encoder(self.model, states, first_layer=self.layers - o.top_layers)
             return states
@@ -258,7 +275,7 @@ class Trainer:
         ).last_hidden_state
         keep = targets != -100
         logits = self.model.proj_out(hidden[keep])
-        return F.cross_entropy(logits, targets[keep])
+        return F.cross_entropy(logits, targets[keep], label_smoothing=self.options.label_smoothing)
 
     def dev_cer(self) -> float:
         """Greedy-decoded CER on the dev subset, on the PyTorch model (in eval mode)."""

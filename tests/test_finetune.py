@@ -105,6 +105,23 @@ def test_options_reject_bad_values():
     with pytest.raises(ConfigError):
         FinetuneOptions(window=45)
     assert FinetuneOptions(window="auto").window == "auto"
+    with pytest.raises(ConfigError, match="mask_time"):
+        FinetuneOptions(mask_time=1.5)
+
+
+def test_mask_time_zeroes_spans_and_leaves_the_cache_alone():
+    import numpy as np
+    import torch
+
+    from finetune.train import mask_time
+
+    states = torch.ones(3, 100, 8)
+    masked = mask_time(states, 0.2, np.random.default_rng(0))
+    zeroed = (masked == 0).all(dim=2).sum(dim=1)
+    assert all(10 <= int(z) <= 20 for z in zeroed)  # two 10-frame spans, maybe overlapping
+    assert bool((states == 1).all())  # the cached tensor itself is untouched
+    again = mask_time(states, 0.2, np.random.default_rng(0))
+    assert torch.equal(masked, again)
 
 
 def test_window_for_rounds_up_and_keeps_minimum():
@@ -116,14 +133,20 @@ def test_window_for_rounds_up_and_keeps_minimum():
     assert window_for(40.0, 10) == 30
 
 
-@pytest.mark.parametrize(("mode", "window"), [("top-encoder", "auto"), ("full", 5), ("lora", 10)])
-def test_other_modes_train_and_export(manifest, tiny_dir, tmp_path, mode, window):
+@pytest.mark.parametrize(
+    ("mode", "window", "extra"),
+    [("top-encoder", "auto", {"mask_time": 0.2, "label_smoothing": 0.1}), ("full", 5, {}),
+     ("lora", 10, {})],
+)  # fmt: skip
+def test_other_modes_train_and_export(manifest, tiny_dir, tmp_path, mode, window, extra):
     from faster_whisper import WhisperModel
 
     from finetune.train import finetune
 
     out = tmp_path / f"tiny-{mode}"
-    options = _options(tiny_dir, mode=mode, window=window, top_layers=1, max_steps=4, eval_every=2)
+    options = _options(
+        tiny_dir, mode=mode, window=window, top_layers=1, max_steps=4, eval_every=2, **extra
+    )
     result = finetune(manifest, out, options, progress=False)
     assert len(result.losses) == 4 and result.losses[-1] < result.losses[0]
     card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
