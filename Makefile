@@ -48,7 +48,7 @@ finetune: setup
 	$(PY) -m finetune --manifest recordings/synth/manifest.jsonl --out models/yue-base-synth --force
 
 eval: setup
-	$(PY) -m voice eval recordings/synth/test.jsonl --model base --model yue-base-synth --report reports/eval
+	$(PY) -m voice eval recordings/synth/test.jsonl --model base --model yue-base-synth --seen-in recordings/synth/manifest.jsonl --report reports/eval
 
 loadtest: setup
 	$(PY) -m voice.server.loadtest --out BENCHMARKS.md --model $(MODEL)
