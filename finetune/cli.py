@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output model directory, e.g. models/NAME")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--clean", action="store_true",
+        help="after a successful export, delete the work directory .NAME.work beside --out "
+        "(encoder cache and checkpoints; kept by default so the next run skips caching)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     defaults = FinetuneOptions()
     for f in fields(FinetuneOptions):
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = finetune(
         args.manifest, args.out, options_from_args(args), force=args.force, resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress, clean=args.clean,
     )  # fmt: skip
     card = result.card
     test = "n/a" if card["test_cer"] is None else f"{card['test_cer']:.3f}"

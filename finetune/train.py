@@ -162,9 +162,11 @@ class Trainer:
 
     def __init__(self, manifest: str | Path, out: str | Path, options: FinetuneOptions,
                  force: bool = False, resume: bool = False, progress: bool = True,
-                 on_step: Callable[[int, float], None] | None = None):  # fmt: skip
+                 on_step: Callable[[int, float], None] | None = None,
+                 clean: bool = False):  # fmt: skip
         self.manifest, self.out, self.options = Path(manifest), Path(out), options
         self.force, self.resume, self.progress, self.on_step = force, resume, progress, on_step
+        self.clean = clean  # delete the work directory (cache, checkpoints) after export
         self.work = self.out.with_name(f".{self.out.name}.work")
         self.cache_dir = Path(options.cache_dir) if options.cache_dir else self.work / "cache"
         self.timings: dict[str, float] = {}
@@ -507,14 +509,29 @@ class Trainer:
         card = self.export(state)
         log.info("finished in %.1f min: %s", (time.perf_counter() - t) / 60, self.out)
         (self.work / "last_run.json").write_text(json.dumps(card, ensure_ascii=False, indent=2))
+        self._report_work_dir()
         return FinetuneResult(self.out, card, start_step, state.step, tuple(losses))
+
+    def _report_work_dir(self) -> None:
+        """Say what the work directory holds and how big it is, or delete it with `clean`."""
+        if self.clean:
+            shutil.rmtree(self.work, ignore_errors=True)  # an explicit --cache-dir is left alone
+            log.info("removed the work directory %s (--clean)", self.work)
+            return
+        size = sum(f.stat().st_size for f in self.work.rglob("*") if f.is_file())
+        log.info(
+            "kept %s (%.1f GB: encoder cache reused by the next run, checkpoints for --resume); "
+            "delete it, or pass --clean, to free the space",
+            self.work, size / 1e9,
+        )  # fmt: skip
 
 
 def finetune(manifest: str | Path, out: str | Path, options: FinetuneOptions = FinetuneOptions(),
              force: bool = False, resume: bool = False, progress: bool = True,
-             on_step: Callable[[int, float], None] | None = None) -> FinetuneResult:  # fmt: skip
+             on_step: Callable[[int, float], None] | None = None,
+             clean: bool = False) -> FinetuneResult:  # fmt: skip
     """Fine-tune `options.base_model` on `manifest`'s train split and export to `out`."""
-    return Trainer(manifest, out, options, force, resume, progress, on_step).run()
+    return Trainer(manifest, out, options, force, resume, progress, on_step, clean).run()
 
 
 __all__ = ["FinetuneResult", "Trainer", "finetune"]

@@ -147,8 +147,10 @@ def test_other_modes_train_and_export(manifest, tiny_dir, tmp_path, mode, window
     options = _options(
         tiny_dir, mode=mode, window=window, top_layers=1, max_steps=4, eval_every=2, **extra
     )
-    result = finetune(manifest, out, options, progress=False)
+    result = finetune(manifest, out, options, progress=False, clean=mode == "full")
     assert len(result.losses) == 4 and result.losses[-1] < result.losses[0]
+    work = out.with_name(f".{out.name}.work")  # cache + checkpoints: kept unless clean
+    assert work.is_dir() == (mode != "full")
     card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert card["window_seconds"] == window and card["options"]["mode"] == mode
     WhisperModel(str(out), device="cpu", compute_type="int8")
