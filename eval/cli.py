@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--numbers", choices=("digits", "keep"), default="digits",
         help="Chinese numerals to Arabic digits before scoring (default) or keep them",
     )  # fmt: skip
+    add_normalize_args(p)
     p.add_argument(
         "--json", action="store_true", help='end stdout with one JSON object: {"models": [...]}'
     )
@@ -52,6 +53,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
+
+
+_NORMALIZE_HELP = {
+    "fullwidth_to_halfwidth": "full-width letters, digits and spaces to half-width",
+    "to_hk_traditional": "OpenCC to Hong Kong Traditional on both sides",
+    "fold_variants": "fold character variants (裡/裏, 綫/線) before comparing",
+    "lowercase": "lower-case Latin letters",
+    "remove_punctuation": "drop punctuation and symbols",
+    "collapse_whitespace": "keep single spaces between Latin words only",
+}
+
+
+def add_normalize_args(parser: argparse.ArgumentParser) -> None:
+    """One --X / --no-X flag per on/off normalisation step (all on: the published scoring)."""
+    from dataclasses import fields
+
+    from eval.normalize import NormalizeOptions
+
+    for f in fields(NormalizeOptions):
+        if f.name in _NORMALIZE_HELP:
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                default=f.default, help=f"{_NORMALIZE_HELP[f.name]} (default: on)",
+            )  # fmt: skip
+
+
+def normalize_from_args(args: argparse.Namespace):
+    from eval.normalize import NormalizeOptions
+
+    steps = {name: getattr(args, name) for name in _NORMALIZE_HELP}
+    return NormalizeOptions(numbers=args.numbers, **steps)
 
 
 def _load_manifest(path: str):
@@ -93,7 +125,6 @@ def load_entries(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from eval.errors import EvalError
-    from eval.normalize import NormalizeOptions
     from eval.results import summary_json
     from eval.runner import EvalOptions, evaluate, seen_texts
     from voice.commands import asr_from_args
@@ -107,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             + (f" in split {args.split}" if args.split else "")
         )
     models = args.models or ["base"]
-    normalize = NormalizeOptions(numbers=args.numbers)
+    normalize = normalize_from_args(args)
     seen = frozenset()
     if args.seen_in:
         train = load_seen(args.seen_in)

@@ -232,3 +232,11 @@ def test_voice_eval_splits_seen_and_unseen_text(manifest, fake_models, capsys, t
 
     assert main([*argv, "--seen-in", str(tmp_path / "missing.jsonl")]) == 2
     assert main([*argv, "--seen-in", str(train), "--mode", "call"]) == 2
+
+
+def test_voice_eval_normalisation_steps_can_be_switched_off(manifest, fake_models, capsys):
+    argv = ["eval", str(manifest), "--model", "good", "--json", "--no-progress"]
+    assert main([*argv, "--no-remove-punctuation"]) == 0
+    good = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"][0]
+    assert good["cer"] > 0  # the reference's comma now counts; the hypothesis has none
+    assert "remove_punctuation=False" in good["normalizer"]
