@@ -136,6 +136,39 @@ def test_reload_reaches_a_running_session(tmp_path):
     assert session.answer("我想開通漫遊").suggestions[0].id == "R1"
 
 
+def test_server_watcher_reloads_edits_and_survives_broken_ones(tmp_path, caplog):
+    import asyncio
+    import os
+
+    from voice.server.kbwatch import watch_kb
+
+    rows = [["N1", "網絡", "上唔到網|流動數據用唔到", "上網", "請重新開機", "Restart", ""]]
+    path = write_kb(tmp_path / "kb.csv", rows)
+    engine = AnswerEngine.from_file(path)
+
+    def edit(new_rows, stamp):
+        write_kb(path, new_rows)
+        os.utime(path, (stamp, stamp))  # a distinct mtime even on coarse-grained filesystems
+
+    async def scenario():
+        watcher = asyncio.create_task(watch_kb(engine, 0.02))
+        edit([["R1", "漫遊", "", "", "", "", ""]], 1_000_000)  # broken: no questions
+        await asyncio.sleep(0.3)
+        assert engine.kb.entries[0].id == "N1"  # old KB still serving
+        edit([*rows, ["R1", "漫遊", "點樣開通漫遊", "漫遊", "喺 App 開通", "", ""]], 2_000_000)
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if len(engine.kb) == 2:
+                break
+        watcher.cancel()
+
+    with caplog.at_level("WARNING", logger="voice"):
+        asyncio.run(scenario())
+    assert engine.answer("我想開通漫遊").suggestions[0].id == "R1"
+    rejected = [r for r in caplog.records if "edit rejected" in r.getMessage()]
+    assert len(rejected) == 1 and "kb.csv" in rejected[0].getMessage()  # once, naming the file
+
+
 # -- search -----------------------------------------------------------------------------------
 
 PARAPHRASES = [

@@ -77,10 +77,17 @@ def create_app(
             from voice.server.audiosocket_server import start_audiosocket
 
             server = await start_audiosocket(hub, config)
+        watcher = None
+        if answer_engine is not None and config.kb_watch_seconds > 0:
+            from voice.server.kbwatch import watch_kb
+
+            watcher = asyncio.create_task(watch_kb(answer_engine, config.kb_watch_seconds))
         log.info("server ready", extra={"status": "ready"})
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             if server is not None:
                 server.close()
             await hub.shutdown()

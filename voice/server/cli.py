@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="AudioSocket listen address (default 127.0.0.1: it has no auth)")  # fmt: skip
     p.add_argument("--db", default="voice_calls.sqlite3", help="SQLite store of calls and events")
     p.add_argument("--kb", help="knowledge base (CSV/XLSX) for suggested replies")
+    p.add_argument("--kb-watch", type=float, default=5.0, metavar="SECONDS",
+                   help="reload the KB this often when its file changes; a broken edit is "
+                   "logged and the old KB kept (default 5; 0: never)")  # fmt: skip
     p.add_argument("--max-calls", type=int, default=32, help="concurrent calls (default 32)")
     p.add_argument("--batch-max", type=int, default=8, help="segments per ASR batch (default 8)")
     p.add_argument("--max-queue-seconds", type=float, default=6.0,
@@ -56,7 +59,7 @@ def config_from_args(args: argparse.Namespace):
         tls_cert=args.tls_cert, tls_key=args.tls_key, audiosocket_port=args.audiosocket_port,
         audiosocket_host=args.audiosocket_host, db_path=args.db, max_calls=args.max_calls,
         batch_max=args.batch_max, max_queue_seconds=args.max_queue_seconds,
-        subscriber_queue=args.subscriber_queue,
+        subscriber_queue=args.subscriber_queue, kb_watch_seconds=args.kb_watch,
     ).validate()  # fmt: skip
 
 

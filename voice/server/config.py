@@ -35,6 +35,7 @@ class ServerConfig:
     max_queue_segments: int = 64  # hard bound on queued segments whatever the estimate
     subscriber_queue: int = 256  # events buffered per subscriber before it is dropped as slow
     max_upload_bytes: int = 50 * 1024 * 1024  # POST /v1/transcribe body limit
+    kb_watch_seconds: float = 5.0  # how often the KB file is checked for edits (0: never)
 
     def validate(self) -> ServerConfig:
         if not self.tokens and not self.insecure_no_auth:
@@ -52,6 +53,8 @@ class ServerConfig:
             raise ConfigError("batch_max must be between 1 and 64")
         if self.max_queue_seconds <= 0 or self.max_queue_segments < 1:
             raise ConfigError("queue bounds must be positive")
+        if self.kb_watch_seconds < 0:
+            raise ConfigError("kb_watch_seconds must be 0 (off) or positive")
         if self.max_frame_bytes < 320:
             raise ConfigError("max_frame_bytes must allow at least one 20 ms frame (320 bytes)")
         return self
