@@ -4,6 +4,7 @@ subprocess on loopback; auth roles; bad input; disconnects; plus unit tests of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -47,17 +48,12 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, base_model_dir):
-    """`voice serve` with the packaged base model, auth, AudioSocket and the sample KB."""
-    tmp = tmp_path_factory.mktemp("server")
-    (tmp / "auth.json").write_text(json.dumps({"tokens": TOKENS}))
+@contextlib.contextmanager
+def _serve(tmp: Path, *args: str):
+    """A `voice serve` subprocess on free loopback ports, up and answering /healthz."""
     port, as_port = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "voice", "serve", "--model", str(base_model_dir),
-           "--port", str(port), "--audiosocket-port", str(as_port), "--auth", str(tmp / "auth.json"),
-           "--db", str(tmp / "calls.sqlite3"), "--max-calls", "16"]  # fmt: skip
-    if KB.is_file():
-        cmd += ["--kb", str(KB)]
+    cmd = [sys.executable, "-m", "voice", "serve", "--port", str(port),
+           "--audiosocket-port", str(as_port), "--db", str(tmp / "calls.sqlite3"), *args]  # fmt: skip
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -73,14 +69,28 @@ def server(tmp_path_factory, base_model_dir):
     else:
         proc.kill()
         pytest.fail("server did not start")
-    yield SimpleNamespace(http=base, ws=f"ws://127.0.0.1:{port}", as_port=as_port, proc=proc,
-                          log=tmp / "server.log")  # fmt: skip
-    proc.terminate()
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield SimpleNamespace(http=base, ws=f"ws://127.0.0.1:{port}", as_port=as_port, proc=proc,
+                              log=tmp / "server.log")  # fmt: skip
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, base_model_dir):
+    """`voice serve` with the packaged base model, auth, AudioSocket and the sample KB."""
+    tmp = tmp_path_factory.mktemp("server")
+    (tmp / "auth.json").write_text(json.dumps({"tokens": TOKENS}))
+    args = ["--model", str(base_model_dir), "--auth", str(tmp / "auth.json"), "--max-calls", "16"]
+    if KB.is_file():
+        args += ["--kb", str(KB)]
+    with _serve(tmp, *args) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -330,6 +340,50 @@ def test_serve_refuses_to_start_without_auth(tmp_path):
 
 
 # --- robustness ---------------------------------------------------------------------------------
+
+
+def test_small_server_times_out_silent_streams_and_refuses_calls_over_its_limit(
+    tmp_path, tiny_model_dir
+):
+    args = ["--model", str(tiny_model_dir), "--insecure-no-auth", "--max-calls", "2",
+            "--start-timeout", "1"]  # fmt: skip
+
+    async def scenario(small) -> None:
+        async with connect(small.ws + "/stream") as silent:  # never sends its start message
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(silent.recv(), 10)  # the error event, then the close
+                await asyncio.wait_for(silent.recv(), 10)
+            assert silent.close_code == 1002 and "start" in silent.close_reason
+
+        start = {"type": "start", "encoding": "pcm16", "sample_rate": 8000}
+        calls = []
+        for i in range(2):
+            ws = await connect(small.ws + "/stream")
+            await ws.send(json.dumps({**start, "call_id": f"full-{i}"}))
+            assert json.loads(await ws.recv())["type"] == "started"
+            calls.append(ws)
+        async with connect(small.ws + "/stream") as third:
+            await third.send(json.dumps({**start, "call_id": "full-2"}))
+            error = json.loads(await asyncio.wait_for(third.recv(), 10))
+            assert error["type"] == "error" and error["code"] == "max_calls", error
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(third.recv(), 10)
+            assert third.close_code == 1013  # try again later
+        await calls[0].send(json.dumps({"type": "stop"}))
+        await calls[0].close()
+        for _ in range(50):  # once a call ends, a new one is accepted
+            async with connect(small.ws + "/stream") as again:
+                await again.send(json.dumps({**start, "call_id": "full-3"}))
+                if json.loads(await again.recv())["type"] == "started":
+                    await again.send(json.dumps({"type": "stop"}))
+                    break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("a slot never freed up after a call ended")
+        await calls[1].close()
+
+    with _serve(tmp_path, *args) as small:
+        asyncio.run(scenario(small))
 
 
 def test_bad_input_gets_defined_responses_and_other_calls_are_unaffected(server, call_pcm):

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reload the KB this often when its file changes; a broken edit is "
                    "logged and the old KB kept (default 5; 0: never)")  # fmt: skip
     p.add_argument("--max-calls", type=int, default=32, help="concurrent calls (default 32)")
+    p.add_argument("--start-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close a stream that sends no start message in this time (default 10)")  # fmt: skip
     p.add_argument("--batch-max", type=int, default=8, help="segments per ASR batch (default 8)")
     p.add_argument("--max-queue-seconds", type=float, default=6.0,
                    help="ASR backlog bound before segments are shed (default 6)")  # fmt: skip
@@ -60,6 +62,7 @@ def config_from_args(args: argparse.Namespace):
         audiosocket_host=args.audiosocket_host, db_path=args.db, max_calls=args.max_calls,
         batch_max=args.batch_max, max_queue_seconds=args.max_queue_seconds,
         subscriber_queue=args.subscriber_queue, kb_watch_seconds=args.kb_watch,
+        start_timeout_s=args.start_timeout,
     ).validate()  # fmt: skip
 
 

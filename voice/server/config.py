@@ -53,6 +53,8 @@ class ServerConfig:
             raise ConfigError("batch_max must be between 1 and 64")
         if self.max_queue_seconds <= 0 or self.max_queue_segments < 1:
             raise ConfigError("queue bounds must be positive")
+        if self.start_timeout_s <= 0:
+            raise ConfigError("start_timeout_s must be positive")
         if self.kb_watch_seconds < 0:
             raise ConfigError("kb_watch_seconds must be 0 (off) or positive")
         if self.max_frame_bytes < 320:
