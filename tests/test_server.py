@@ -286,6 +286,9 @@ def test_upload_transcribes_a_file(server, demo_call):
     assert sum(e["type"] == "transcript" for e in events) >= 3 and events[-1]["type"] == "end"
     bad = httpx.post(f"{server.http}/v1/transcribe", content=b"not audio", headers=_bearer(AGENT1))
     assert bad.status_code == 400
+    form = httpx.post(f"{server.http}/v1/transcribe", headers=_bearer(AGENT1),
+                      files={"file": ("call.wav", demo_call.path.read_bytes())})  # fmt: skip
+    assert form.status_code == 415 and "--data-binary" in form.json()["error"]
 
 
 # --- auth ---------------------------------------------------------------------------------------

@@ -157,6 +157,9 @@ def create_app(
         who = require(request, "transcribe")
         if isinstance(who, Response):
             return who
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            return JSONResponse({"error": "send the audio file itself as the request body, "
+                                 "not a form: curl --data-binary @call.wav ..."}, 415)  # fmt: skip
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
