@@ -463,7 +463,8 @@ class Trainer:
         convert(model, self.processor, self.base_dir, stage, o.quantization)
         self.timings["export_seconds"] = time.perf_counter() - start
         compute = {"float16": "float32"}.get(o.quantization, o.quantization)
-        dev = score_ct2(stage, self.dev_eval_rows, o.window, compute, self.threads, self.progress)
+        # the card scores the whole dev split; training's evaluations used `dev_eval_rows`
+        dev = score_ct2(stage, self.dev_rows, o.window, compute, self.threads, self.progress)
         test = (
             score_ct2(stage, self.test_rows, o.window, compute, self.threads, self.progress)
             if self.test_rows
