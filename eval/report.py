@@ -221,15 +221,12 @@ NOVELTY_HEADER = ("reference text", "CER", "MER", "WER", "units", "ref chars")
 
 
 def novelty_rows(result: ModelResult) -> list[list[str]]:
-    """CER on text seen in training vs unseen text (empty without `--seen-in`)."""
+    """CER/MER/WER on text seen in training vs unseen text (empty without `--seen-in`)."""
     rows = []
     for group, score in (result.by_novelty or {}).items():
-        rows.append(
-            [f"{group} in training", _pct(score.cer.rate if score.utterances else None),
-             _pct(score.mer.rate if score.utterances else None),
-             _pct(score.wer.rate if score.utterances else None),
-             str(score.utterances), str(score.cer.reference_length)]
-        )  # fmt: skip
+        rates = [_pct(score.counts(m).rate if score.utterances else None) for m in METRICS]
+        rows.append([f"{group} in training", *rates, str(score.utterances),
+                     str(score.cer.reference_length)])  # fmt: skip
     return rows
 
 

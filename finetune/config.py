@@ -34,9 +34,7 @@ class FinetuneOptions:
     epochs: float = 20.0  # upper bound in passes over the training set
     max_minutes: float = 22.0  # training time budget (caching and export not included)
     eval_every: int = 150  # steps between dev CER evaluations (and checkpoints)
-    eval_utterances: int = (
-        100  # dev utterances decoded per evaluation (0: all); the card scores all
-    )
+    eval_utterances: int = 100  # dev utterances per evaluation (0: all); the card uses all
     patience: int = 4  # evaluations without dev CER improvement before stopping
     seed: int = 0
     augment: bool = True  # speed/noise/gain/codec augmentation (on-the-fly modes only)

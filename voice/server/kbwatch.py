@@ -20,26 +20,24 @@ async def watch_kb(engine, interval_s: float) -> None:
     path = engine.kb.path
     if path is None:
         return
-    failed_mtime = None
+    rejected = None  # the file version last refused (an mtime, or the stat error's text)
     while True:
         await asyncio.sleep(interval_s)
         try:
-            mtime = path.stat().st_mtime
+            version = path.stat().st_mtime
         except OSError as exc:
-            if failed_mtime != "missing":
+            if rejected != str(exc):
                 log.warning("knowledge base %s unreadable (%s); keeping the loaded one", path, exc)
-                failed_mtime = "missing"
+                rejected = str(exc)
             continue
-        if mtime in (engine.kb.mtime, failed_mtime):
+        if version in (engine.kb.mtime, rejected):
             continue
         try:
-            kb = await asyncio.to_thread(engine.reload)
+            await asyncio.to_thread(engine.reload)  # logs the reload itself
+            rejected = None
         except VoiceError as exc:
-            failed_mtime = mtime
+            rejected = version
             log.warning("knowledge base edit rejected, keeping %d entries: %s", len(engine.kb), exc)
-            continue
-        failed_mtime = None
-        log.info("knowledge base reloaded: %d entries from %s", len(kb), path)
 
 
 __all__ = ["watch_kb"]
