@@ -43,12 +43,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser(
         "import",
-        help="build a manifest from a folder of audio + .txt, or from a CSV",
-        description="SOURCE is a folder of audio files with same-named .txt transcripts, or a "
+        help="build a manifest from a folder of audio + .txt, a CSV or a JSONL manifest",
+        description="SOURCE is a folder of audio files with same-named .txt transcripts, a "
         "CSV with file and transcript columns and optional start/end (seconds), speaker, "
-        "call_id, split.",
+        "call_id, split, or a JSONL manifest (NeMo style) whose long lines are cut into "
+        "utterances at pauses with their text aligned.",
     )
-    imp.add_argument("source", help="folder or CSV file")
+    from voice.data.importer import ImportOptions
+
+    defaults = ImportOptions()  # flags default to the options' own defaults
+    imp.add_argument("source", help="folder, CSV or JSONL file")
     imp.add_argument("--out", required=True, help="manifest to write (e.g. recordings/mine.jsonl)")
     imp.add_argument(
         "--channel",
@@ -57,9 +61,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument(
         "--split",
-        default="auto",
-        choices=["auto", "train", "dev", "test"],
-        help="auto: the CSV's split column, else 80/10/10 by speaker (or call)",
+        default=defaults.split,
+        choices=["auto", "speaker", "train", "dev", "test"],
+        help="auto: the source's split column, else 80/10/10 by speaker (or call); speaker: "
+        "whole speakers held out for test and dev (see --test-minutes); or one split for all",
+    )
+    imp.add_argument(
+        "--max-seconds",
+        type=float,
+        default=defaults.max_seconds,
+        help=f"JSONL: cut longer lines at pauses (default {defaults.max_seconds:g})",
+    )
+    imp.add_argument(
+        "--cut-turns",
+        action="store_true",
+        help="JSONL: cut lines that carry `turns` [{spk, text}] at every turn boundary; each "
+        "piece's speaker becomes call_id:spk",
+    )
+    imp.add_argument(
+        "--test-minutes",
+        type=float,
+        default=defaults.test_minutes,
+        help=f"--split speaker: minutes of test audio at least (default {defaults.test_minutes:g})",
+    )
+    imp.add_argument(
+        "--test-speakers",
+        type=int,
+        default=defaults.test_speakers,
+        help=f"--split speaker: test speakers at least (default {defaults.test_speakers})",
+    )
+    imp.add_argument(
+        "--dev-minutes",
+        type=float,
+        default=defaults.dev_minutes,
+        help=f"--split speaker: minutes of dev audio at least (default {defaults.dev_minutes:g})",
+    )
+    imp.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help=f"--split speaker: seeds the speaker order (default {defaults.seed})",
     )
     imp.set_defaults(func=run_import)
 
@@ -95,7 +136,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from voice.data.check import check_manifest
-    from voice.data.importer import ImportOptions, import_recordings
+    from voice.data.importer import ImportOptions, import_data
 
     channel = args.channel
     if channel is not None and channel != "mix":
@@ -103,16 +144,26 @@ def run_import(args: argparse.Namespace) -> int:
             channel = int(channel)
         except ValueError:
             channel = args.channel  # ImportOptions names the bad value
-    options = ImportOptions(channel=channel, split=args.split)
-    manifest, entries, problems = import_recordings(args.source, args.out, options)
-    for problem in problems:
-        print(f"{problem.severity}: {problem}", file=sys.stderr)
-    errors = [p for p in problems if p.severity == "error"]
-    if manifest is None:
+    options = ImportOptions(
+        channel=channel,
+        split=args.split,
+        max_seconds=args.max_seconds,
+        cut_turns=args.cut_turns,
+        test_minutes=args.test_minutes,
+        test_speakers=args.test_speakers,
+        dev_minutes=args.dev_minutes,
+        seed=args.seed,
+    )
+    report = import_data(args.source, args.out, options)
+    for problem in report.problems:
+        if problem not in report.dropped:
+            print(f"{problem.severity}: {problem}", file=sys.stderr)
+    errors = [p for p in report.problems if p.severity == "error"]
+    print(report.format())
+    if report.manifest is None:
         print(f"nothing imported from {args.source}", file=sys.stderr)
         return 1
-    print(f"wrote {len(entries)} utterance(s) to {manifest}")
     if errors:
         print(f"{len(errors)} item(s) left out; fix them and import again", file=sys.stderr)
-    print(check_manifest(manifest).format(max_problems=20))
+    print(check_manifest(report.manifest).format(max_problems=20))
     return 1 if errors else 0
