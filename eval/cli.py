@@ -1,4 +1,4 @@
-"""`voice eval`: CER/MER/WER, latency and RTF of one or more models on a manifest."""
+"""`voice eval`: CER/MER/WER, latency and RTF of one or more models on one or more manifests."""
 
 from __future__ import annotations
 
@@ -15,19 +15,27 @@ EXIT_BAD_INPUT = 2  # bad manifest or options (as every VoiceError)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="measure models on a manifest: CER/MER/WER, latency, RTF, reports",
-        description="Transcribes a manifest's audio with each model (loaded once) through the "
+        help="measure models on manifests: CER/MER/WER, latency, RTF, reports",
+        description="Transcribes the audio of one or more manifests with each model through the "
         "production code and scores it on normalised Hong Kong Traditional text: CER (primary), "
         "MER (Han characters + English words), WER (pycantonese words), as corpus-level "
-        "fractions. Utterance mode scores each line's span; call mode streams whole calls "
-        "through VAD + ASR and also scores the VAD.",
+        "fractions. Each model is loaded once and run over every manifest; results are "
+        "reported per (manifest, model). Every manifest is checked before any model loads. "
+        "Utterance mode scores each line's span; call mode streams whole calls through VAD + "
+        "ASR and also scores the VAD.",
         conflict_handler="resolve",
     )
-    p.add_argument("manifest", metavar="MANIFEST", help="JSONL manifest (see DESIGN.md)")
+    p.add_argument(
+        "manifests", nargs="+", metavar="MANIFEST",
+        help="JSONL manifest(s) (see DESIGN.md); --split, --limit, --seen-in and --mode apply "
+        "to each",
+    )  # fmt: skip
     add_asr_args(p)
     p.add_argument(
         "--model", dest="models", action="append", metavar="M",
-        help="model name or directory; repeat to compare models (default: base)",
+        help="model name or directory; repeat to compare models (default: base). M+prompt "
+        "(e.g. base+prompt, models/x+prompt) is model M decoded with the built-in "
+        "spoken-Cantonese prompt, reported under that name",
     )  # fmt: skip
     p.add_argument("--mode", choices=("utterance", "call"), default="utterance")
     p.add_argument("--split", choices=("train", "dev", "test"), help="only lines of this split")
@@ -38,18 +46,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_normalize_args(p)
     p.add_argument(
-        "--json", action="store_true", help='end stdout with one JSON object: {"models": [...]}'
-    )
+        "--json", action="store_true",
+        help='end stdout with one JSON object: {"models": [...]}, one entry per (manifest, model) '
+        'with its "manifest"; models after the first on a manifest add "cer_delta_vs_first" and '
+        '"cer_delta_ci95" (paired bootstrap)',
+    )  # fmt: skip
     p.add_argument(
         "--seen-in", metavar="TRAIN_MANIFEST",
         help="also score separately the lines whose text occurs in this manifest's train split "
         "(every line if none is marked train): a gap between seen and unseen text is "
         "memorisation. Utterance mode only",
     )  # fmt: skip
-    p.add_argument("--report", metavar="DIR", help="write JSONL, Markdown and HTML reports here")
+    p.add_argument(
+        "--report", metavar="DIR",
+        help="write JSONL, Markdown and HTML reports here (several manifests: one subfolder per "
+        "manifest, named after its file, and DIR/index.md)",
+    )  # fmt: skip
     p.add_argument(
         "--fail-above", type=float, metavar="CER",
-        help="exit 1 if any model's CER (a fraction, e.g. 0.15) is above this",
+        help="exit 1 if any model's CER on any manifest (a fraction, e.g. 0.15) is above this",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -111,9 +126,9 @@ def load_seen(path: str):
     return train or entries
 
 
-def load_entries(args: argparse.Namespace):
-    """Manifest entries to evaluate, or None after printing the manifest's problems."""
-    entries = _load_manifest(args.manifest)
+def load_entries(path: str, args: argparse.Namespace):
+    """A manifest's entries to evaluate, or None after printing the manifest's problems."""
+    entries = _load_manifest(path)
     if entries is None:
         return None
     if args.split:
@@ -126,17 +141,21 @@ def load_entries(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from eval.errors import EvalError
     from eval.results import summary_json
-    from eval.runner import EvalOptions, evaluate, seen_texts
+    from eval.runner import EvalOptions, evaluate_manifests, seen_texts
     from voice.commands import asr_from_args
 
-    entries = load_entries(args)
-    if entries is None:
+    paths = list(args.manifests)
+    repeated = sorted({p for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise EvalError(f"manifest given more than once: {', '.join(repeated)}")
+    manifests = [(path, load_entries(path, args)) for path in paths]  # every problem reported
+    if any(entries is None for _, entries in manifests):
         return EXIT_BAD_INPUT
-    if not entries:
-        raise EvalError(
-            f"{args.manifest}: no lines to evaluate"
-            + (f" in split {args.split}" if args.split else "")
-        )
+    for path, entries in manifests:
+        if not entries:
+            raise EvalError(
+                f"{path}: no lines to evaluate" + (f" in split {args.split}" if args.split else "")
+            )
     models = args.models or ["base"]
     normalize = normalize_from_args(args)
     seen = frozenset()
@@ -152,15 +171,17 @@ def run(args: argparse.Namespace) -> int:
     def load(model: str):
         return asr_from_args(argparse.Namespace(**{**vars(args), "model": model}))
 
+    several = len(manifests) > 1
     results = []
-    for result in evaluate(models, load, entries, options):
-        results.append(result)
+    for result in evaluate_manifests(models, load, manifests, options):
+        results.append(result)  # model by model: each model is loaded once
         if not args.json:
-            print(_line(result), flush=True)
+            print(_line(result, several), flush=True)
+    results.sort(key=lambda r: paths.index(r.manifest))  # manifest by manifest, models in order
     if args.report:
-        from eval.report import write_report
+        from eval.report import write_reports
 
-        write_report(args.report, results, manifest=str(args.manifest))
+        write_reports(args.report, results)
         print(f"report written to {args.report}", file=sys.stderr)
     summary = summary_json(results)
     if args.json:
@@ -168,13 +189,21 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_above is not None:
         above = [m for m in summary["models"] if m["cer"] is None or m["cer"] > args.fail_above]
         for m in above:
-            print(f"FAIL: {m['model']} CER {m['cer']} is above {args.fail_above}", file=sys.stderr)
+            where = f" on {m['manifest']}" if several else ""
+            print(f"FAIL: {m['model']}{where} CER {m['cer']} is above {args.fail_above}",
+                  file=sys.stderr)  # fmt: skip
         if above:
             return EXIT_ABOVE_BAR
     return 0
 
 
-def _line(result) -> str:
+def _line(result, with_manifest: bool = False) -> str:
+    """One console line for a (manifest, model) result; prefixed by the manifest if asked."""
+    prefix = f"{result.manifest}: " if with_manifest else ""
+    return prefix + _scores(result)
+
+
+def _scores(result) -> str:
     c = result.corpus
     if not c.utterances:
         return f"{result.model}: nothing scored ({len(result.failures)} failed)"

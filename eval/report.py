@@ -1,6 +1,7 @@
 """The `--report DIR` outputs: per-utterance JSONL per model, report.md and a self-contained
 report.html with plots, a worst-utterances table and, for several models, a side-by-side table
-with paired-bootstrap confidence intervals on the CER difference. Every file is written
+with paired-bootstrap confidence intervals on the CER difference. With several manifests, one
+such report per manifest in its own subfolder and an index.md over them. Every file is written
 atomically (temporary file, then rename)."""
 
 from __future__ import annotations
@@ -9,35 +10,24 @@ import base64
 import html
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from eval import plots
-from eval.metrics import METRICS, paired_bootstrap
-from eval.results import ModelResult, model_summary, summary_json
+from eval.metrics import METRICS
+from eval.results import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    Comparison,
+    ModelResult,
+    compare_pair,
+    model_summary,
+    summary_json,
+)
 
 WORST_SHOWN = 20  # rows in the worst-utterances table
-BOOTSTRAP_RESAMPLES = 1000  # paired-bootstrap resamples for the CER-difference interval
-CONFIDENCE = 0.95
 PLOT_NAMES = ("cer_by_speaker", "cer_by_call", "error_types", "latency")
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """CER of `model` minus CER of the baseline (the first model), on the utterances both have."""
-
-    model: str
-    baseline: str
-    paired: int  # units scored for both models
-    diff: float
-    lo: float
-    hi: float
-
-    @property
-    def significant(self) -> bool:
-        """Whether the interval excludes zero."""
-        return self.lo > 0 or self.hi < 0
+INDEX_NAME = "index.md"  # the list of per-manifest reports, when there are several
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
@@ -65,19 +55,8 @@ def compare(
     results: list[ModelResult], n: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> list[Comparison]:
     """Paired-bootstrap CER differences of every model after the first against the first."""
-    if len(results) < 2:
-        return []
-    base = results[0]
-    out = []
-    for other in results[1:]:
-        ids = {s.id for s in base.scores} & {s.id for s in other.scores}
-        a = [s for s in base.scores if s.id in ids]
-        b = [s for s in other.scores if s.id in ids]
-        if not a:
-            continue
-        diff, lo, hi = paired_bootstrap(a, b, "cer", n=n, seed=seed, confidence=CONFIDENCE)
-        out.append(Comparison(other.model, base.model, len(a), diff, lo, hi))
-    return out
+    pairs = (compare_pair(results[0], other, n, seed) for other in results[1:])
+    return [c for c in pairs if c is not None]
 
 
 def utterance_lines(result: ModelResult) -> str:
@@ -107,13 +86,87 @@ def write_report(
         for name, png in figs.items():
             written.append(write_atomic(out / slug / f"{name}.png", png))
         figures.append(figs)
-    summary = json.dumps(summary_json(results), ensure_ascii=False, indent=2) + "\n"
+    summary = json.dumps(summary_json(results, bootstrap_n, seed), ensure_ascii=False, indent=2)
+    summary += "\n"
     written.append(write_atomic(out / "summary.json", summary))
     written.append(write_atomic(out / "report.md", markdown(results, slugs, comparisons, manifest)))
     written.append(
         write_atomic(out / "report.html", to_html(results, figures, comparisons, manifest))
     )
     return written
+
+
+def manifest_slugs(manifests: list[str]) -> list[str]:
+    """A folder name per manifest: its file's stem, with -2, -3... when two stems clash
+    (compared case-insensitively, for case-insensitive file systems)."""
+    taken = {INDEX_NAME}
+    slugs = []
+    for manifest in manifests:
+        stem = re.sub(r"[^\w.+-]+", "_", Path(manifest).stem).strip("._") or "manifest"
+        slug, n = stem, 1
+        while slug.lower() in taken:
+            n += 1
+            slug = f"{stem}-{n}"
+        taken.add(slug.lower())
+        slugs.append(slug)
+    return slugs
+
+
+def by_manifest(results: list[ModelResult]) -> dict[str, list[ModelResult]]:
+    """Results grouped by manifest, in order of first appearance; models keep their order."""
+    groups: dict[str, list[ModelResult]] = {}
+    for r in results:
+        groups.setdefault(r.manifest, []).append(r)
+    return groups
+
+
+def write_reports(
+    out_dir: str | Path,
+    results: list[ModelResult],
+    bootstrap_n: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> list[Path]:
+    """`voice eval --report DIR`: with one manifest, `write_report` into DIR; with several, one
+    such report per manifest in DIR/<manifest stem>/ and DIR/index.md listing them."""
+    groups = by_manifest(results)
+    if len(groups) == 1:
+        [(manifest, group)] = groups.items()
+        return write_report(out_dir, group, manifest, bootstrap_n, seed)
+    out = Path(out_dir)
+    slugs = manifest_slugs(list(groups))
+    written: list[Path] = []
+    for (manifest, group), slug in zip(groups.items(), slugs, strict=True):
+        written += write_report(out / slug, group, manifest, bootstrap_n, seed)
+    index = index_markdown(results, dict(zip(groups, slugs, strict=True)), bootstrap_n, seed)
+    written.append(write_atomic(out / INDEX_NAME, index))
+    return written
+
+
+INDEX_HEADER = ("manifest", "report", "model", "CER", "ΔCER vs first", "95% CI", "utterances")
+
+
+def index_markdown(
+    results: list[ModelResult], slugs: dict[str, str], bootstrap_n: int, seed: int
+) -> str:
+    """index.md: each manifest's report folder and each model's CER on it."""
+    rows = []
+    for entry in summary_json(results, bootstrap_n, seed)["models"]:
+        slug = slugs[entry["manifest"]]
+        delta, ci = entry.get("cer_delta_vs_first"), entry.get("cer_delta_ci95")
+        rows.append(
+            [
+                entry["manifest"], f"[{slug}/report.md]({slug}/report.md)", entry["model"],
+                _pct(entry["cer"]), "-" if delta is None else f"{100 * delta:+.2f} pt",
+                "-" if ci is None else f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] pt",
+                str(entry["utterances"]),
+            ]
+        )  # fmt: skip
+    lines = ["# Evaluation reports", ""]
+    lines += [f"- {line}" for line in _header_lines(results, None)]
+    lines += ["", f"One report per manifest. ΔCER is against the first model on the same "
+              f"manifest, with a paired-bootstrap {CONFIDENCE:.0%} interval.", ""]  # fmt: skip
+    lines += _md_table(INDEX_HEADER, rows)
+    return "\n".join(lines) + "\n"
 
 
 def model_figures(result: ModelResult) -> dict[str, bytes]:
@@ -230,12 +283,16 @@ def novelty_rows(result: ModelResult) -> list[list[str]]:
     return rows
 
 
-def _header_lines(results: list[ModelResult], manifest: str) -> list[str]:
+def _header_lines(results: list[ModelResult], manifest: str | None) -> list[str]:
+    """Manifest (unless None), mode, date, normalisation and how rates are computed."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     modes = sorted({r.mode for r in results})
-    lines = [f"Manifest: {manifest or '-'}", f"Mode: {', '.join(modes)}", f"Generated: {when}"]
+    lines = [] if manifest is None else [f"Manifest: {manifest or '-'}"]
+    lines += [f"Mode: {', '.join(modes)}", f"Generated: {when}"]
     norms = sorted({r.normalizer for r in results if r.normalizer})
     lines += [f"Normalisation: {n}" for n in norms]
+    prompts = {r.model: r.initial_prompt for r in results if r.initial_prompt}
+    lines += [f"Decoder prompt of {model}: {prompt}" for model, prompt in prompts.items()]
     lines.append(
         "Rates are corpus-level (total edits / total reference tokens). CER: every non-space "
         "character of the normalised text; MER: Han characters and English words; WER: "
@@ -352,8 +409,14 @@ def to_html(
 
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "CONFIDENCE",
     "Comparison",
+    "by_manifest",
     "compare",
+    "index_markdown",
+    "manifest_slugs",
+    "write_reports",
     "model_figures",
     "model_slugs",
     "write_atomic",

@@ -1,4 +1,5 @@
-"""One model's evaluation result and the `--json` summary built from several of them."""
+"""One model's evaluation result on one manifest, the paired comparison of two models, and the
+`--json` summary built from several results."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.metrics import METRICS, CorpusScore, UtteranceScore
+from eval.metrics import METRICS, CorpusScore, UtteranceScore, paired_bootstrap
 from eval.vadscore import VadScore
 
 SUMMARY_KEYS = (
     "model", "cer", "mer", "wer", "utterances", "rtf", "latency_p50_ms", "latency_p95_ms",
 )  # fmt: skip  # the contract: these first, in this order; extra keys may follow
+BOOTSTRAP_RESAMPLES = 1000  # paired-bootstrap resamples for the CER-difference interval
+CONFIDENCE = 0.95  # of that interval (`cer_delta_ci95` in --json)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class ModelResult:
     normalizer: str = ""
     failures: tuple[str, ...] = ()  # lines that could not be decoded, with the reason
     seen_texts: frozenset[str] = frozenset()  # normalised training texts (`voice eval --seen-in`)
+    manifest: str = ""  # the manifest's path as given to `voice eval`
+    initial_prompt: str | None = None  # the decoder prompt in effect (Transcriber.prompt_text)
 
     @property
     def corpus(self) -> CorpusScore:
@@ -63,6 +68,37 @@ class ModelResult:
         return float(np.percentile(np.asarray(self.latencies_ms, dtype=float), q))
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """CER of `model` minus CER of the baseline (the first model), on the utterances both have."""
+
+    model: str
+    baseline: str
+    paired: int  # units scored for both models
+    diff: float
+    lo: float
+    hi: float
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes zero."""
+        return self.lo > 0 or self.hi < 0
+
+
+def compare_pair(
+    base: ModelResult, other: ModelResult, n: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> Comparison | None:
+    """Paired-bootstrap CER difference of `other` against `base` on the units both scored
+    (None if they share none)."""
+    ids = {s.id for s in base.scores} & {s.id for s in other.scores}
+    a = [s for s in base.scores if s.id in ids]
+    b = [s for s in other.scores if s.id in ids]
+    if not a:
+        return None
+    diff, lo, hi = paired_bootstrap(a, b, "cer", n=n, seed=seed, confidence=CONFIDENCE)
+    return Comparison(other.model, base.model, len(a), diff, lo, hi)
+
+
 def _num(value: float | None, digits: int = 6) -> float | None:
     if value is None or not math.isfinite(value):
         return None
@@ -81,6 +117,7 @@ def model_summary(result: ModelResult) -> dict:
         "latency_p50_ms": _num(result.latency_percentile(50), 1),
         "latency_p95_ms": _num(result.latency_percentile(95), 1),
     }
+    out["manifest"] = result.manifest
     out["mode"] = result.mode
     out["substitutions"] = corpus.cer.substitutions
     out["deletions"] = corpus.cer.deletions
@@ -98,12 +135,38 @@ def model_summary(result: ModelResult) -> dict:
     if result.failures:
         out["failures"] = len(result.failures)
     out["normalizer"] = result.normalizer
+    if result.initial_prompt:
+        out["initial_prompt"] = result.initial_prompt
     return out
 
 
-def summary_json(results: list[ModelResult]) -> dict:
-    """{"models": [...]}: one summary per model, rates as fractions (see SUMMARY_KEYS)."""
-    return {"models": [model_summary(r) for r in results]}
+def summary_json(
+    results: list[ModelResult], bootstrap_n: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> dict:
+    """{"models": [...]}: one summary per (manifest, model), rates as fractions (see
+    SUMMARY_KEYS). Every model after the first on the same manifest also gets
+    `cer_delta_vs_first` (its CER minus the first model's, on the units both scored) and
+    `cer_delta_ci95` ([low, high], paired bootstrap); both None if the two share no unit."""
+    firsts: dict[str, ModelResult] = {}
+    entries = []
+    for r in results:
+        entry = model_summary(r)
+        first = firsts.setdefault(r.manifest, r)
+        if first is not r:
+            c = compare_pair(first, r, bootstrap_n, seed)
+            entry["cer_delta_vs_first"] = _num(c.diff) if c else None
+            entry["cer_delta_ci95"] = [_num(c.lo), _num(c.hi)] if c else None
+        entries.append(entry)
+    return {"models": entries}
 
 
-__all__ = ["ModelResult", "SUMMARY_KEYS", "model_summary", "summary_json"]
+__all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "CONFIDENCE",
+    "Comparison",
+    "ModelResult",
+    "SUMMARY_KEYS",
+    "compare_pair",
+    "model_summary",
+    "summary_json",
+]

@@ -1,4 +1,4 @@
-"""Running models over a manifest with the production code: `voice.audio` decoding,
+"""Running models over manifests with the production code: `voice.audio` decoding,
 `Transcriber.transcribe` per utterance, and `voice.pipeline.transcribe_file` (VAD then ASR)
 per call. Nothing here decodes audio or runs a model any other way.
 
@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from eval.errors import EvalError
@@ -246,17 +246,34 @@ def evaluate(
 ) -> Iterator[ModelResult]:
     """Check every reference, then load each model once (one at a time, to bound memory) and
     evaluate it. `load(model)` returns (transcriber, VadOptions), as `asr_from_args` does."""
-    problems = check_references(entries, options.normalize)
-    if problems:
-        listing = "\n  ".join(problems[:50])
-        raise EvalError(f"{len(problems)} reference(s) cannot be scored:\n  {listing}")
+    yield from evaluate_manifests(models, load, [("", entries)], options)
+
+
+def evaluate_manifests(
+    models: Sequence[str],
+    load: Callable[[str], tuple[Transcribes, Any]],
+    manifests: Sequence[tuple[str, Sequence]],
+    options: EvalOptions = EvalOptions(),
+) -> Iterator[ModelResult]:
+    """`evaluate` over several (manifest path, entries): every manifest's references are checked
+    before any model loads, then each model is loaded once and run over every manifest in turn.
+    Results come model by model; each carries its manifest and the model's decoder prompt."""
+    for manifest, entries in manifests:
+        problems = check_references(entries, options.normalize)
+        if problems:
+            listing = "\n  ".join(problems[:50])
+            where = f"{manifest}: " if manifest else ""
+            raise EvalError(f"{where}{len(problems)} reference(s) cannot be scored:\n  {listing}")
     for model in models:
         log.info("loading model %s", model)
         transcriber, vad_options = load(model)
-        if options.mode == "call":
-            yield eval_calls(model, transcriber, entries, options, vad_options)
-        else:
-            yield eval_utterances(model, transcriber, entries, options)
+        prompt = getattr(transcriber, "prompt_text", None)
+        for manifest, entries in manifests:
+            if options.mode == "call":
+                result = eval_calls(model, transcriber, entries, options, vad_options)
+            else:
+                result = eval_utterances(model, transcriber, entries, options)
+            yield replace(result, manifest=manifest, initial_prompt=prompt)
         del transcriber
 
 
@@ -266,6 +283,7 @@ __all__ = [
     "CallOutput",
     "check_references",
     "evaluate",
+    "evaluate_manifests",
     "eval_calls",
     "eval_utterances",
     "group_calls",

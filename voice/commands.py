@@ -79,8 +79,10 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
 def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> None:
     """Model, VAD and decoding options shared by every command that transcribes."""
     p.add_argument(
-        "--model", default=default_model, help=f"model name or directory (default {default_model})"
-    )
+        "--model", default=default_model,
+        help=f"model name or directory (default {default_model}); NAME+prompt (e.g. base+prompt) "
+        "is that model decoded with the built-in Cantonese prompt",
+    )  # fmt: skip
     p.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc", help="VAD backend")
     p.add_argument("--vad-aggressiveness", type=int, default=2, choices=range(4), metavar="0-3")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default, fastest)")
@@ -95,24 +97,34 @@ def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> Non
     p.add_argument(
         "--hotwords", default="", help="comma-separated domain terms shown to the decoder"
     )
+    p.add_argument(
+        "--initial-prompt", metavar="TEXT",
+        help="text shown to the decoder as previous context (default: the model card's; "
+        "'' for none; 'cantonese' for the built-in spoken-Cantonese prompt). A model named "
+        "NAME+prompt always uses the built-in prompt",
+    )  # fmt: skip
     _add_store_args(p)
 
 
 def asr_from_args(args: argparse.Namespace):
     """Build (Transcriber, VadOptions) from the shared options; loads the model once."""
-    from voice.asr import AsrOptions, Transcriber
+    from voice.asr import NAMED_PROMPTS, PROMPT_SUFFIX, AsrOptions, Transcriber, split_prompt_suffix
     from voice.vad import VadOptions
 
     store = ModelStore(cache_dir=args.cache_dir, project_dir=args.models_dir)
     model = args.model
-    if model == "auto":
-        # the newest fine-tuned model, else the packaged base
+    name, prompted = split_prompt_suffix(model)
+    if name == "auto":
+        # the newest fine-tuned model, else the packaged base (`auto+prompt`: with the prompt)
         tuned = [e for e in store.list() if e.card.get("base_model")]
-        model = max(tuned, key=lambda e: str(e.card.get("created", ""))).name if tuned else "base"
+        name = max(tuned, key=lambda e: str(e.card.get("created", ""))).name if tuned else "base"
+        model = name + (PROMPT_SUFFIX if prompted else "")
+    prompt = getattr(args, "initial_prompt", None)
     options = AsrOptions(
         beam_size=args.beam_size,
         window_seconds=args.window,
         compute_type=args.compute_type,
+        initial_prompt=NAMED_PROMPTS.get(prompt, prompt),  # None: the model card's
         hotwords=tuple(w.strip() for w in args.hotwords.split(",") if w.strip()),
     )
     vad = VadOptions(backend=args.vad, aggressiveness=args.vad_aggressiveness).validate()
