@@ -7,7 +7,7 @@ APT_PACKAGES := espeak-ng sox libsox-fmt-all
 CALLS ?= 500
 MODEL ?= base  # make loadtest MODEL=yue-base-synth
 
-.PHONY: setup system-deps demo test test-fast bench corpus finetune eval loadtest lint clean
+.PHONY: setup system-deps demo test test-fast bench corpus real-data finetune eval loadtest lint clean
 
 setup: system-deps $(VENV)/.installed
 	$(PY) -m voice models pull
@@ -43,12 +43,21 @@ corpus: setup
 	$(PY) -m voice data synth --calls $(CALLS) --out recordings/synth
 	$(PY) -m voice data check recordings/synth/manifest.jsonl
 
+# The committed real Cantonese sets (recordings/README.md) as manifests under recordings/generated/.
+real-data: $(VENV)/.installed
+	$(PY) -m voice data import recordings/hbl-yue/manifest.jsonl --out recordings/generated/hbl-yue.jsonl --split speaker
+	$(PY) -m voice data import recordings/hkcancor-samples/manifest.jsonl --out recordings/generated/hkcancor.jsonl --cut-turns --split test
+
+# Synthetic calls + real read speech (HBL), selected on real dev CER; export refuses a model that
+# hears real people worse than zero-shot base.
 finetune: setup
 	test -f recordings/synth/manifest.jsonl || $(MAKE) corpus
+	test -f recordings/generated/hbl-yue.jsonl -a -f recordings/generated/hkcancor.jsonl || $(MAKE) real-data
 	$(PY) -m finetune --manifest recordings/synth/manifest.jsonl --out models/yue-base-synth --force
 
+# Synthetic test, real read speech (unseen HBL readers) and real conversation (HKCanCor).
 eval: setup
-	$(PY) -m voice eval recordings/synth/test.jsonl --model base --model yue-base-synth --seen-in recordings/synth/manifest.jsonl --report reports/eval
+	$(PY) -m voice eval recordings/synth/test.jsonl recordings/generated/hbl-yue.jsonl recordings/generated/hkcancor.jsonl --split test --model base --model base+prompt --model yue-base-synth --report reports/eval
 
 loadtest: setup
 	$(PY) -m voice.server.loadtest --out BENCHMARKS.md --model $(MODEL)

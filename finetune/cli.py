@@ -14,6 +14,16 @@ _HELP = {
     "use the next multiple of 5)",
     "max_minutes": "training time budget in minutes (caching and export not counted)",
     "augment_copies": "cached modes: extra augmented copies of each clip to cache",
+    "real_manifest": "real speech mixed into training (train/dev/test split by speaker); auto: "
+    "the bundled HBL read speech, imported on first use; '' for none",
+    "real_fraction": "share of training samples drawn from the real train split (the mix ratio)",
+    "real_copies": "cached modes: phone-channel + speed-perturbed copies per real train clip",
+    "select_on": "dev CER that early-stops and picks the exported checkpoint: real | synthetic",
+    "check_manifests": "more real test sets scored for the card (comma-separated); auto: the "
+    "bundled HKCanCor conversation; '' for none",
+    "kl_weight": "weight of KL(base || tuned) on the training batches (0: off)",
+    "l2_base": "weight of the squared distance to the base weights, L2-SP (0: off)",
+    "initial_prompt": "decoder prompt written to the model card (the transcriber's default)",
     "mask_time": "cached modes: fraction of each clip's cached encoder frames zeroed in 2 spans "
     "per step (SpecAugment-style time masking; the cache itself cannot be re-augmented)",
 }
@@ -31,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clean", action="store_true",
         help="after a successful export, delete the work directory .NAME.work beside --out "
         "(encoder cache and checkpoints; kept by default so the next run skips caching)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-regression", action="store_true",
+        help="publish the model even if its real-test CER is worse than zero-shot base's "
+        "(by default export refuses it)",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     defaults = FinetuneOptions()
@@ -71,12 +86,23 @@ def run(args: argparse.Namespace) -> int:
 
     result = finetune(
         args.manifest, args.out, options_from_args(args), force=args.force, resume=args.resume,
-        progress=not args.no_progress, clean=args.clean,
+        progress=not args.no_progress, clean=args.clean, allow_regression=args.allow_regression,
     )  # fmt: skip
     card = result.card
-    test = "n/a" if card["test_cer"] is None else f"{card['test_cer']:.3f}"
-    print(f"{result.out}: dev CER {card['dev_cer']:.3f}, test CER {test}, "
-          f"{card['training_minutes']:.1f} min training")  # fmt: skip
+
+    def pct(key: str) -> str:
+        return "n/a" if card.get(key) is None else f"{card[key]:.1%}"
+
+    print(f"{result.out}: synthetic dev CER {pct('dev_cer')}, synthetic test CER "
+          f"{pct('test_cer')}, {card['training_minutes']:.1f} min training")  # fmt: skip
+    for row in card.get("evaluations", []):
+        line = f"  {row['set']}: CER {row['cer']:.1%} ({row['utterances']} utt)"
+        if "base_cer" in row:
+            vs = row["vs_base_prompted"]
+            line += (f"; zero-shot base {row['base_cer']:.1%}, base+prompt "
+                     f"{row['base_prompted_cer']:.1%} (difference {vs['cer_delta']:+.1%}, 95% CI "
+                     f"{vs['ci95'][0]:+.1%} to {vs['ci95'][1]:+.1%})")  # fmt: skip
+        print(line)
     return 0
 
 

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, fields
 from voice.errors import ConfigError
 
 MODES = ("decoder", "top-encoder", "full", "lora")
+SELECT_ON = ("real", "synthetic")
+AUTO_REAL = "auto"  # the bundled HBL read speech, imported on first use (finetune.real)
 QUANTIZATIONS = ("int8", "int8_float32", "float16", "float32")
 
 
@@ -42,6 +44,18 @@ class FinetuneOptions:
     mask_time: float = 0.0  # cached modes: fraction of each clip's cached frames zeroed, in spans
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     max_label_tokens: int = 120  # longer transcripts are cut
+    # real speech mixed into training: a manifest with train/dev/test splits (split by speaker);
+    # "auto": the bundled HBL read speech (recordings/hbl-yue, imported on first use); "": none
+    real_manifest: str = AUTO_REAL
+    real_fraction: float = 0.5  # share of training samples drawn from the real train split
+    real_copies: int = 4  # phone-channel + speed-perturbed copies cached per real train clip
+    # more real test sets scored for the card (comma-separated manifests); "auto": the bundled
+    # HKCanCor conversation, turns aligned (recordings/hkcancor-samples); "": none
+    check_manifests: str = AUTO_REAL
+    select_on: str = "real"  # dev CER that early-stops and picks the checkpoint: real | synthetic
+    kl_weight: float = 0.0  # pull towards the base model's token distribution (KL), 0 = off
+    l2_base: float = 0.0  # pull towards the base model's weights (L2-SP penalty), 0 = off
+    initial_prompt: str = ""  # decoder prompt written to the model card (the transcriber's default)
     quantization: str = "int8"  # exported CTranslate2 weights; the encoder cache uses the same
     cache_dir: str = ""  # where datasets caches features/encoder outputs ("": beside the output)
     threads: int = 0  # torch / CTranslate2 threads (0: all cores)
@@ -60,7 +74,11 @@ class FinetuneOptions:
                 raise ConfigError(f"{name} must be at least 1")
         if self.lr <= 0 or self.max_minutes <= 0:
             raise ConfigError("lr and max_minutes must be positive")
-        for name in ("mask_time", "label_smoothing", "dropout"):
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}")
+        if self.real_copies < 0 or self.kl_weight < 0 or self.l2_base < 0:
+            raise ConfigError("real_copies, kl_weight and l2_base cannot be negative")
+        for name in ("mask_time", "label_smoothing", "dropout", "real_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), not {getattr(self, name)}")
 
@@ -83,4 +101,4 @@ def parse_window(text: str) -> int | str:
         raise ConfigError(f"--window must be 'auto' or whole seconds, not {text!r}") from None
 
 
-__all__ = ["MODES", "FinetuneOptions", "parse_window"]
+__all__ = ["AUTO_REAL", "MODES", "SELECT_ON", "FinetuneOptions", "parse_window"]

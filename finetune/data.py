@@ -17,11 +17,16 @@ from voice.types import SAMPLE_RATE
 log = logging.getLogger("voice")
 
 ENCODE_BATCH = 8  # utterances per CTranslate2/PyTorch encoder call while caching
+SPEED_RANGE = (0.9, 1.1)  # speed perturbation of augmented copies (Kaldi's 0.9/1.0/1.1 recipe)
+SOURCES = ("synthetic", "real")  # where a training row came from: sets its augmentation
 MAX_PROBLEMS_SHOWN = 20  # manifest problems listed in the error message
 
 
-def load_rows(manifest: str | Path) -> list[dict]:
-    """Validated manifest lines as plain dicts (absolute audio path); bad lines raise VoiceError."""
+def load_rows(manifest: str | Path, source: str = "synthetic") -> list[dict]:
+    """Validated manifest lines as plain dicts (absolute audio path); bad lines raise VoiceError.
+
+    `source` ("synthetic" or "real") is kept on every row: real clips get phone-channel copies.
+    """
     try:
         from voice.data import load_manifest
     except ImportError:
@@ -51,6 +56,7 @@ def load_rows(manifest: str | Path) -> list[dict]:
                 "speaker": e.speaker or "",
                 "split": e.split or "",
                 "line": e.line,
+                "source": source,
             }
         )
     return rows
@@ -64,8 +70,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def window_for(duration: float, window: int | str) -> int:
-    """Encoder window (s) of an utterance: its own rounded length ("auto") or at least `window`."""
+def window_for(duration: float, window: int | str, copy: int = 0) -> int:
+    """Encoder window (s) of an utterance: its own rounded length ("auto") or at least `window`.
+
+    Augmented copies (`copy` > 0) may be slowed down, so their window allows for the stretch.
+    """
+    if copy:
+        duration = min(float(STOCK_WINDOW_SECONDS), duration / SPEED_RANGE[0])
     auto = window_seconds_for(duration)
     return auto if window == "auto" else min(STOCK_WINDOW_SECONDS, max(int(window), auto))
 
@@ -97,7 +108,7 @@ def build_table(rows: list[dict], tokenizer, window: int | str, max_tokens: int,
         table = table.map(lambda r: {"copy": 0})
     return table.map(
         lambda r: {
-            "window": window_for(r["duration"], window),
+            "window": window_for(r["duration"], window, r["copy"]),
             "labels": label_ids(tokenizer, r["text"], max_tokens),
         },
         desc="labels",
@@ -127,12 +138,30 @@ def augment(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
+def phone_copy(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A real clip as a call delivers it: speed-perturbed, then the simulated phone line
+    (300-3400 Hz, level drift, line noise, clipping, dropouts, G.711 mu-law at 8 kHz)."""
+    from voice.audio import PHONE_RATE, resample
+    from voice.channel import phone_line
+
+    x = np.asarray(samples, dtype=np.float32)
+    seconds = x.size / SAMPLE_RATE
+    # never stretch past Whisper's 30 s window: a long clip is only ever sped up
+    low = max(SPEED_RANGE[0], seconds / (STOCK_WINDOW_SECONDS - 0.1))
+    factor = rng.uniform(low, max(low, SPEED_RANGE[1]))
+    if abs(factor - 1.0) > 1e-3:
+        x = resample(x, SAMPLE_RATE, int(round(SAMPLE_RATE / factor)))
+    return resample(phone_line(x, rng), PHONE_RATE, SAMPLE_RATE)
+
+
 def row_samples(row: dict, seed: int, index: int) -> np.ndarray:
-    """The row's audio, augmented with a per-(seed, row, copy) generator when copy > 0."""
+    """The row's audio; copies > 0 are augmented with a per-(seed, row, copy) generator:
+    real clips through the phone line (`phone_copy`), synthetic ones by `augment`."""
     samples = read_samples(row)
     if row.get("copy", 0):
         rng = np.random.default_rng([seed, index, row["copy"]])
-        samples = augment(samples, rng)
+        transform = phone_copy if row.get("source") == "real" else augment
+        samples = transform(samples, rng)
     return samples
 
 
@@ -209,15 +238,32 @@ def cache_encoder_states(table, encode: EncodeFn, fingerprint: str, cache_dir: P
         new_fingerprint=key,
         cache_file_name=str(cache_dir / f"states-{key}.arrow"),
         desc=desc,
-    ).with_format("numpy", columns=["states", "labels", "window", "text"])
+    ).with_format("numpy", columns=["states", "labels", "window", "text", "source"])
 
 
-def batches(windows: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled batches of row indices, each batch of one window length; same seed, same order."""
+def epoch_rows(sources: np.ndarray, real_fraction: float, seed: int, epoch: int) -> np.ndarray:
+    """Row indices one epoch visits: every synthetic row once, plus real rows drawn so that they
+    make up `real_fraction` of the epoch (repeating the real set when it is smaller)."""
+    synthetic = np.flatnonzero(sources != "real")
+    real = np.flatnonzero(sources == "real")
+    if not real.size or not synthetic.size or real_fraction <= 0:
+        return np.concatenate([synthetic, real]) if real_fraction > 0 else synthetic
+    want = int(round(real_fraction / (1.0 - real_fraction) * synthetic.size))
+    rng = np.random.default_rng([seed, epoch, 11])
+    repeats = -(-want // real.size)
+    drawn = np.concatenate([rng.permutation(real) for _ in range(repeats)])[:want]
+    return np.concatenate([synthetic, drawn])
+
+
+def batches(windows: np.ndarray, batch_size: int, seed: int, epoch: int,
+            rows: np.ndarray | None = None) -> list[list[int]]:  # fmt: skip
+    """Shuffled batches of row indices (all rows, or `rows`), each batch of one window length;
+    same seed, same order."""
     rng = np.random.default_rng([seed, epoch])
+    rows = np.arange(len(windows)) if rows is None else np.asarray(rows)
     out = []
-    for window in sorted(set(windows.tolist())):
-        members = np.flatnonzero(windows == window)
+    for window in sorted(set(windows[rows].tolist())):
+        members = rows[windows[rows] == window]
         rng.shuffle(members)
         out += [members[i : i + batch_size].tolist() for i in range(0, len(members), batch_size)]
     order = rng.permutation(len(out))
@@ -247,6 +293,8 @@ __all__ = [
     "build_table",
     "cache_encoder_states",
     "collate_labels",
+    "epoch_rows",
+    "phone_copy",
     "ct2_encoder",
     "file_sha256",
     "label_ids",

@@ -1,68 +1,74 @@
-"""CER of a CTranslate2 Whisper directory on manifest rows, decoded as the transcriber does."""
+"""Model-card scores, computed by production's code: `voice.asr.Transcriber` decodes and
+`eval.runner.eval_utterances` scores, so a card's CER is the CER `voice eval` reports."""
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from finetune.data import read_samples, window_for
-from finetune.decode import cer, ct2_transcribe_tokens, to_hk
-from voice.features import encoder_input
+from voice.errors import VoiceError
 
 log = logging.getLogger("voice")
 
-EVAL_BATCH = 8  # utterances per CTranslate2 encode/generate call
+BOOTSTRAP_RESAMPLES = 1000  # paired-bootstrap resamples behind a card's confidence intervals
 
 
 @dataclass(frozen=True)
-class SplitScore:
-    """CER of one split, and what it cost."""
+class Comparison:
+    """CER of `model` minus CER of `against` on the same utterances, with a 95% interval."""
 
-    cer: float
-    utterances: int
-    seconds: float  # wall time for features, encoding and decoding
-    audio_seconds: float
-    hypotheses: tuple[str, ...]
+    against: str
+    delta: float
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> dict:
+        return {"against": self.against, "cer_delta": round(self.delta, 4),
+                "ci95": [round(self.low, 4), round(self.high, 4)]}  # fmt: skip
 
 
-def score_ct2(model_dir: str | Path, rows: list[dict], window: int | str,
-              compute_type: str = "int8", threads: int = 0, progress: bool = False) -> SplitScore:  # fmt: skip
-    """Greedy transcripts of `rows` from CTranslate2 encode/generate at the model's windows."""
-    import ctranslate2
-    from tqdm import tqdm
+def split_entries(manifest: str | Path, split: str | None) -> list:
+    """The manifest's entries of one split (all when `split` is None), as `voice eval` reads them."""
+    from voice.data.manifest import load_manifest
 
-    from finetune.ct2_import import load_processor
+    entries, problems = load_manifest(manifest)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise VoiceError(f"{manifest}: {len(errors)} problem(s), first: {errors[0]}")
+    return [e for e in entries if split is None or e.split == split]
 
-    tokenizer = load_processor(model_dir).tokenizer
-    model = ctranslate2.models.Whisper(
-        str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads
+
+def score_model(model: str | Path, entries: list, name: str, compute_type: str = "int8",
+                threads: int = 0, prompt: str | None = None, progress: bool = False):  # fmt: skip
+    """Transcribe `entries` one utterance at a time with the production transcriber; returns
+    eval's ModelResult (corpus CER in `.corpus.cer.rate`)."""
+    from eval.runner import EvalOptions, eval_utterances
+    from voice.asr import AsrOptions, Transcriber
+
+    options = AsrOptions(compute_type=compute_type, cpu_threads=threads, initial_prompt=prompt)
+    transcriber = Transcriber.load(model, options)
+    return eval_utterances(name, transcriber, entries, EvalOptions(progress=progress))
+
+
+def compare(result, against, seed: int = 0) -> Comparison:
+    """Paired-bootstrap CER difference of `result` minus `against` (same utterances)."""
+    from eval.metrics import paired_bootstrap
+
+    delta, low, high = paired_bootstrap(
+        against.scores, result.scores, "cer", n=BOOTSTRAP_RESAMPLES, seed=seed
     )
-    start = time.perf_counter()
-    hyps = [""] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: window_for(rows[i]["duration"], window))
-    bar = tqdm(total=len(rows), desc="scoring", disable=not progress, leave=False)
-    audio = 0.0
-    i = 0
-    while i < len(order):
-        w = window_for(rows[order[i]]["duration"], window)
-        group = [
-            j for j in order[i : i + EVAL_BATCH] if window_for(rows[j]["duration"], window) == w
-        ]
-        samples = [read_samples(rows[j]) for j in group]
-        audio += sum(len(s) for s in samples) / 16000
-        mels = np.stack([encoder_input(s, w) for s in samples])
-        for j, tokens in zip(group, ct2_transcribe_tokens(model, mels), strict=True):
-            hyps[j] = to_hk(tokenizer.decode(tokens, skip_special_tokens=True)).strip()
-        i += len(group)
-        bar.update(len(group))
-    bar.close()
-    seconds = time.perf_counter() - start
-    score = cer([r["text"] for r in rows], hyps)
-    return SplitScore(score, len(rows), seconds, audio, tuple(hyps))
+    return Comparison(against.model, float(delta), float(low), float(high))
 
 
-__all__ = ["SplitScore", "score_ct2"]
+def cer_of(result) -> float | None:
+    """Corpus CER of a ModelResult, None when nothing could be scored."""
+    corpus = result.corpus
+    return round(corpus.cer.rate, 4) if corpus.utterances else None
+
+
+__all__ = ["Comparison", "cer_of", "compare", "score_model", "split_entries"]

@@ -38,6 +38,10 @@ class RunState:
     history: list[dict] = field(default_factory=list)
 
 
+class RegressionError(VoiceError):
+    """The fine-tuned model hears real speech worse than the zero-shot base model."""
+
+
 @dataclass(frozen=True)
 class FinetuneResult:
     """What a run produced."""
@@ -163,8 +167,9 @@ class Trainer:
     def __init__(self, manifest: str | Path, out: str | Path, options: FinetuneOptions,
                  force: bool = False, resume: bool = False, progress: bool = True,
                  on_step: Callable[[int, float], None] | None = None,
-                 clean: bool = False):  # fmt: skip
+                 clean: bool = False, allow_regression: bool = False):  # fmt: skip
         self.manifest, self.out, self.options = Path(manifest), Path(out), options
+        self.allow_regression = allow_regression  # publish even if real speech got worse
         self.force, self.resume, self.progress, self.on_step = force, resume, progress, on_step
         self.clean = clean  # delete the work directory (cache, checkpoints) after export
         self.work = self.out.with_name(f".{self.out.name}.work")
@@ -178,6 +183,7 @@ class Trainer:
 
         from finetune.ct2_import import load_ct2_whisper
         from finetune.data import file_sha256, load_rows
+        from finetune.real import resolve_check_manifests, resolve_real_manifest
         from voice.models import ModelStore
 
         o = self.options
@@ -188,7 +194,26 @@ class Trainer:
         self.rows = load_rows(self.manifest)
         self.train_rows, dev_rows, self.test_rows = _split_rows(self.rows)
         self.dev_rows = dev_rows
-        self.dev_eval_rows = _dev_subset(dev_rows, o.eval_utterances, o.seed)
+        self.real_manifest = resolve_real_manifest(o.real_manifest)
+        self.check_manifests = resolve_check_manifests(o.check_manifests)
+        self.real_train = self.real_dev = self.real_test = []
+        if self.real_manifest is not None:
+            real = load_rows(self.real_manifest, source="real")
+            self.real_train = [r for r in real if r["split"] == "train"]
+            self.real_dev = [r for r in real if r["split"] == "dev"]
+            self.real_test = [r for r in real if r["split"] == "test"]
+            if not self.real_train or not self.real_dev:
+                raise VoiceError(
+                    f"{self.real_manifest}: real speech needs train and dev splits (by speaker); "
+                    "import it with `voice data import ... --split speaker`"
+                )
+        if o.select_on == "real" and not self.real_dev:
+            log.warning("no real speech: selecting the checkpoint on synthetic dev CER")
+        self.select_on = "real" if self.real_dev and o.select_on == "real" else "synthetic"
+        # dev sets evaluated during training: the selection set first, the other reported beside
+        self.dev_sets = {"synthetic": _dev_subset(dev_rows, o.eval_utterances, o.seed)}
+        if self.real_dev:
+            self.dev_sets["real"] = _dev_subset(self.real_dev, o.eval_utterances, o.seed)
         self.manifest_sha = file_sha256(self.manifest)
         self.base_dir = ModelStore().resolve(o.base_model)
         self.model, self.processor = load_ct2_whisper(self.base_dir)
@@ -196,23 +221,37 @@ class Trainer:
         if o.mode == "top-encoder" and not 1 <= o.top_layers < self.layers:
             raise VoiceError(f"top_layers must be 1-{self.layers - 1} for this model")
         hours = sum(r["duration"] for r in self.train_rows) / 3600
+        real_hours = sum(r["duration"] for r in self.real_train) / 3600
         log.info(
-            "manifest %s: %d train (%.2f h), %d dev, %d test utterances; mode %s, window %s",
+            "manifest %s: %d train (%.2f h), %d dev, %d test utterances; real %s: %d train "
+            "(%.2f h), %d dev, %d test; mode %s, window %s, real fraction %.2f, selecting on %s",
             self.manifest, len(self.train_rows), hours, len(dev_rows), len(self.test_rows),
-            o.mode, o.window,
+            self.real_manifest or "none", len(self.real_train), real_hours, len(self.real_dev),
+            len(self.real_test), o.mode, o.window, o.real_fraction, self.select_on,
         )  # fmt: skip
 
     def _tables(self) -> None:
+        from datasets import concatenate_datasets
+
         from finetune.data import build_table, cache_encoder_states, ct2_encoder, torch_encoder
 
         o, tok = self.options, self.processor.tokenizer
         cached = o.mode in ("decoder", "top-encoder")
         copies = o.augment_copies if (cached and o.augment) else 0
         self.train_table = build_table(self.train_rows, tok, o.window, o.max_label_tokens, copies)
-        self.dev_table = build_table(self.dev_eval_rows, tok, o.window, o.max_label_tokens)
+        if self.real_train:
+            # real clips: the clean recording plus phone-channel copies (cached modes), so the
+            # model hears real voices the way calls deliver them
+            real_copies = o.real_copies if cached else 0
+            real = build_table(self.real_train, tok, o.window, o.max_label_tokens, real_copies)
+            self.train_table = concatenate_datasets([self.train_table, real])
+        self.dev_tables = {
+            name: build_table(rows, tok, o.window, o.max_label_tokens)
+            for name, rows in self.dev_sets.items()
+        }
         if not cached:
             self.train_table = self.train_table.with_format(
-                "numpy", columns=["labels", "window"], output_all_columns=True
+                "numpy", columns=["labels", "window", "source"], output_all_columns=True
             )
             return
         bin_stat = (self.base_dir / "model.bin").stat()
@@ -230,15 +269,19 @@ class Trainer:
         self.train_table = cache_encoder_states(
             self.train_table, encode, fingerprint, self.cache_dir, o.seed, desc="caching train"
         )
-        self.dev_table = cache_encoder_states(
-            self.dev_table, encode, fingerprint, self.cache_dir, o.seed, desc="caching dev"
-        )
+        self.dev_tables = {
+            name: cache_encoder_states(
+                table, encode, fingerprint, self.cache_dir, o.seed, desc=f"caching {name} dev"
+            )
+            for name, table in self.dev_tables.items()
+        }
         self.timings["cache_seconds"] = time.perf_counter() - start
         log.info("encoder cache ready in %.0f s (%s)", self.timings["cache_seconds"], key)
 
     # --- model steps ------------------------------------------------------------------------
 
-    def _encoder_states(self, table, indices: list[int], step: int, train: bool):
+    def _encoder_states(self, table, indices: list[int], step: int, train: bool, model=None):
+        """Encoder outputs of rows `indices` under `model` (default: the model being trained)."""
         import torch
 
         from finetune.data import augment, read_samples
@@ -246,6 +289,7 @@ class Trainer:
         from voice.features import encoder_input
 
         o = self.options
+        model = model or self.model
         if o.mode in ("decoder", "top-encoder"):
             raw = table[indices]["states"]
             raw = np.stack(list(raw)) if raw.dtype == object else raw
@@ -253,7 +297,7 @@ class Trainer:
             if train and o.mask_time > 0:
                 states = mask_time(states, o.mask_time, np.random.default_rng([o.seed, step]))
             if o.mode == "top-encoder":
-                states = run_encoder(self.model, states, first_layer=self.layers - o.top_layers)
+                states = run_encoder(model, states, first_layer=self.layers - o.top_layers)
             return states
         mels = []
         for k, i in enumerate(indices):
@@ -262,43 +306,69 @@ class Trainer:
             if train and o.augment:
                 samples = augment(samples, np.random.default_rng([o.seed, step, k]))
             mels.append(encoder_input(samples, int(row["window"])))
-        return run_encoder(self.model, torch.from_numpy(np.stack(mels)))
+        return run_encoder(model, torch.from_numpy(np.stack(mels)))
+
+    def _logits(self, model, inputs, states, keep):
+        hidden = model.model.decoder(
+            input_ids=inputs, encoder_hidden_states=states, use_cache=False
+        ).last_hidden_state
+        return model.proj_out(hidden[keep])
 
     def _loss(self, indices: list[int], step: int):
+        """Cross-entropy on the labels, plus the optional pulls towards the base model."""
+        import torch
         import torch.nn.functional as F
 
         from finetune.data import collate_labels
 
+        o = self.options
         labels = [self.train_table[int(i)]["labels"] for i in indices]
         inputs, targets = collate_labels(labels)
-        states = self._encoder_states(self.train_table, indices, step, train=True)
-        hidden = self.model.model.decoder(
-            input_ids=inputs, encoder_hidden_states=states, use_cache=False
-        ).last_hidden_state
         keep = targets != -100
-        logits = self.model.proj_out(hidden[keep])
-        return F.cross_entropy(logits, targets[keep], label_smoothing=self.options.label_smoothing)
+        states = self._encoder_states(self.train_table, indices, step, train=True)
+        logits = self._logits(self.model, inputs, states, keep)
+        loss = F.cross_entropy(logits, targets[keep], label_smoothing=o.label_smoothing)
+        if o.kl_weight > 0:
+            # KL(base || tuned) on the same inputs: keeps what the base model predicts where
+            # the labels do not say otherwise (learning without forgetting)
+            with torch.no_grad():
+                ref_states = self._encoder_states(
+                    self.train_table, indices, step, train=True, model=self.reference
+                )
+                ref = F.log_softmax(self._logits(self.reference, inputs, ref_states, keep), -1)
+            loss = loss + o.kl_weight * F.kl_div(
+                F.log_softmax(logits, -1), ref, log_target=True, reduction="batchmean"
+            )
+        if o.l2_base > 0:
+            # L2-SP: squared distance of the trained weights from where they started
+            loss = loss + o.l2_base * sum(
+                (p - self.start_weights[n]).pow(2).sum()
+                for n, p in self.model.named_parameters()
+                if p.requires_grad
+            )
+        return loss
 
-    def dev_cer(self) -> float:
-        """Greedy-decoded CER on the dev subset, on the PyTorch model (in eval mode)."""
+    def dev_cer(self, name: str = "synthetic") -> float:
+        """Greedy-decoded CER on a dev set (`self.dev_sets`), on the PyTorch model in eval mode."""
         import torch
 
         from finetune.decode import cer, greedy_decode, to_hk
 
+        table, rows = self.dev_tables[name], self.dev_sets[name]
         self.model.eval()
-        windows = np.asarray(self.dev_table["window"])
+        windows = np.asarray(table["window"])
         hyps = [""] * len(windows)
         with torch.no_grad():
             for w in sorted(set(windows.tolist())):
                 members = np.flatnonzero(windows == w).tolist()
                 for i in range(0, len(members), 16):
                     group = members[i : i + 16]
-                    states = self._encoder_states(self.dev_table, group, 0, train=False)
+                    states = self._encoder_states(table, group, 0, train=False)
                     for j, tokens in zip(group, greedy_decode(self.model, states), strict=True):
                         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
                         hyps[j] = to_hk(text)
         self.model.train()
-        return cer([r["text"] for r in self.dev_eval_rows], hyps)
+        return cer([r["text"] for r in rows], hyps)
 
     # --- loop -------------------------------------------------------------------------------
 
@@ -350,19 +420,33 @@ class Trainer:
         import torch
         from tqdm import tqdm
 
-        from finetune.data import batches
+        from finetune.data import batches, epoch_rows
 
         o = self.options
         _set_trainable(self.model, o)
         self.model.train()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         log.info("training %.1f M parameters", sum(p.numel() for p in trainable) / 1e6)
+        if o.kl_weight > 0:
+            import copy
+
+            self.reference = copy.deepcopy(self.model).eval()
+            for p in self.reference.parameters():
+                p.requires_grad = False
+        if o.l2_base > 0:
+            self.start_weights = _trainable_state(self.model)
         optimizer = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay, fused=True)
         self.work.mkdir(parents=True, exist_ok=True)
         state = self._restore(optimizer)
         start_step = state.step
         windows = np.asarray(self.train_table["window"])
-        per_epoch = len(batches(windows, o.batch_size, o.seed, 0))
+        sources = np.asarray(self.train_table["source"])
+
+        def epoch_batches(epoch: int) -> list[list[int]]:
+            rows = epoch_rows(sources, o.real_fraction, o.seed, epoch)
+            return batches(windows, o.batch_size, o.seed, epoch, rows)
+
+        per_epoch = len(epoch_batches(0))
         planned = max(1, min(o.max_steps, math.ceil(o.epochs * per_epoch)))
         budget = o.max_minutes * 60
         losses: list[float] = []
@@ -379,7 +463,7 @@ class Trainer:
                     break
                 epoch, k = divmod(state.step, per_epoch)
                 if epoch not in epoch_cache:
-                    epoch_cache = {epoch: batches(windows, o.batch_size, o.seed, epoch)}
+                    epoch_cache = {epoch: epoch_batches(epoch)}
                 progress = max(state.step / planned, (time.perf_counter() - t0) / budget)
                 for group in optimizer.param_groups:
                     group["lr"] = o.lr * _lr_factor(state.step, progress, o.warmup_steps)
@@ -420,19 +504,25 @@ class Trainer:
         return state, losses, start_step
 
     def _evaluate(self, optimizer, state: RunState, ema: float | None) -> bool:
-        """Dev CER, best-weights bookkeeping and a checkpoint; True when patience runs out."""
+        """Dev CER on every dev set, best-weights bookkeeping on the selection set (real speech
+        when there is some) and a checkpoint; True when patience runs out."""
         start = time.perf_counter()
-        score = self.dev_cer()
-        state.history.append({"step": state.step, "dev_cer": round(score, 4),
-                              "train_loss": None if ema is None else round(ema, 4)})  # fmt: skip
+        scores = {name: self.dev_cer(name) for name in self.dev_sets}
+        score = scores[self.select_on]
+        entry = {"step": state.step, "dev_cer": round(scores["synthetic"], 4)}
+        if "real" in scores:
+            entry["real_dev_cer"] = round(scores["real"], 4)
+        entry["train_loss"] = None if ema is None else round(ema, 4)
+        state.history.append(entry)
         if score < state.best_cer:
             state.best_cer, state.best_step, state.bad_evals = score, state.step, 0
             _save(self.work / BEST, {"trainable": _trainable_state(self.model)})
         else:
             state.bad_evals += 1
         self._checkpoint(optimizer, state)
-        log.info("step %d: dev CER %.3f (best %.3f), loss %.3f, eval %.0f s", state.step, score,
-                 state.best_cer, ema or 0.0, time.perf_counter() - start)  # fmt: skip
+        shown = ", ".join(f"{name} dev CER {value:.3f}" for name, value in scores.items())
+        log.info("step %d: %s (best %s %.3f), loss %.3f, eval %.0f s", state.step, shown,
+                 self.select_on, state.best_cer, ema or 0.0, time.perf_counter() - start)  # fmt: skip
         return state.bad_evals >= self.options.patience
 
     def _load_best(self) -> None:
@@ -449,9 +539,9 @@ class Trainer:
     # --- export -----------------------------------------------------------------------------
 
     def export(self, state: RunState) -> dict:
-        """Convert, score dev and test with the exported model, write the card, publish."""
-        from finetune.evaluate import score_ct2
+        """Convert, score with the production transcriber, refuse a regression, publish."""
         from finetune.export import convert, publish, staging_dir, write_card
+        from finetune.real import attribution, copy_attribution
 
         o = self.options
         model = self.model
@@ -462,42 +552,120 @@ class Trainer:
         start = time.perf_counter()
         convert(model, self.processor, self.base_dir, stage, o.quantization)
         self.timings["export_seconds"] = time.perf_counter() - start
-        compute = {"float16": "float32"}.get(o.quantization, o.quantization)
-        # the card scores the whole dev split; training's evaluations used `dev_eval_rows`
-        dev = score_ct2(stage, self.dev_rows, o.window, compute, self.threads, self.progress)
-        test = (
-            score_ct2(stage, self.test_rows, o.window, compute, self.threads, self.progress)
-            if self.test_rows
-            else None
-        )
-        log.info("exported model: dev CER %.3f (%d utt, %.0f s)%s", dev.cer, dev.utterances,
-                 dev.seconds, "" if test is None else
-                 f", test CER {test.cer:.3f} ({test.utterances} utt, {test.seconds:.0f} s)")  # fmt: skip
         card = {
             "name": self.out.name,
             "base_model": str(o.base_model),
             "window_seconds": o.window,
+            "initial_prompt": o.initial_prompt or None,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "manifest": str(self.manifest),
             "manifest_sha256": self.manifest_sha,
+            "real_manifest": None if self.real_manifest is None else str(self.real_manifest),
             "train_hours": round(sum(r["duration"] for r in self.train_rows) / 3600, 4),
             "train_utterances": len(self.train_rows),
+            "real_train_hours": round(sum(r["duration"] for r in self.real_train) / 3600, 4),
+            "real_train_utterances": len(self.real_train),
+            "real_fraction": o.real_fraction if self.real_train else 0.0,
+            "selected_on": f"{self.select_on} dev CER",
             "options": o.to_dict(),
-            "dev_cer": round(dev.cer, 4),
-            "test_cer": None if test is None else round(test.cer, 4),
             "quantization": o.quantization,
-            "training_minutes": round(state.elapsed / 60, 2),
-            "steps": state.step,
-            "best_step": state.best_step,
-            "dev_cer_history": state.history,
-            "timings_seconds": {k: round(v, 1) for k, v in self.timings.items()},
-            "dev_utterances": dev.utterances,
-            "test_utterances": 0 if test is None else test.utterances,
-            "decode_seconds_per_utterance": round(dev.seconds / max(1, dev.utterances), 3),
         }
+        write_card(stage, card)  # the transcriber reads the window and prompt from it
+        start = time.perf_counter()
+        card.update(self._score(stage))
+        self.timings["scoring_seconds"] = time.perf_counter() - start
+        if self.real_manifest is not None:
+            card["data_attribution"] = {
+                "real_speech": attribution(self.real_manifest),
+                "files": copy_attribution(self.real_manifest, stage),
+            }
+        card.update(
+            {
+                "training_minutes": round(state.elapsed / 60, 2),
+                "steps": state.step,
+                "best_step": state.best_step,
+                "dev_cer_history": state.history,
+                "timings_seconds": {k: round(v, 1) for k, v in self.timings.items()},
+            }
+        )
         write_card(stage, card)
+        self._refuse_regression(card, stage)
         publish(stage, self.out, self.force)
         return card
+
+    def _score(self, stage: Path) -> dict:
+        """The card's scores: synthetic dev/test, real dev/test and the check sets, each by the
+        production transcriber; on the real sets also zero-shot base, plain and prompted, with
+        paired-bootstrap intervals of the difference."""
+        from finetune.evaluate import cer_of, compare, score_model, split_entries
+        from voice.asr import CANTONESE_PROMPT
+
+        o = self.options
+        compute = {"float16": "float32"}.get(o.quantization, o.quantization)
+
+        def run(model, entries, name, prompt=None, label=""):
+            result = score_model(model, entries, name, compute, self.threads, prompt, self.progress)
+            log.info("%s%s: CER %s on %d utterances", f"{label}, " if label else "", name,
+                     cer_of(result), len(entries))  # fmt: skip
+            return result
+
+        out: dict = {}
+        dev = run(stage, split_entries(self.manifest, "dev"), "synthetic dev")
+        out["dev_cer"], out["dev_utterances"] = cer_of(dev), dev.utterances
+        out["decode_seconds_per_utterance"] = round(
+            dev.processing_seconds / max(1, dev.utterances), 3
+        )
+        test_entries = split_entries(self.manifest, "test")
+        test = run(stage, test_entries, "synthetic test") if test_entries else None
+        out["test_cer"] = None if test is None else cer_of(test)
+        out["test_utterances"] = 0 if test is None else test.utterances
+        real_sets = []
+        if self.real_manifest is not None:
+            real_sets.append(("real dev", self.real_manifest, "dev", False))
+            if self.real_test:
+                real_sets.append(("real test", self.real_manifest, "test", True))
+        real_sets += [(f"check {m.stem}", m, None, True) for m in self.check_manifests]
+        evaluations = []
+        for label, manifest, split, against_base in real_sets:
+            entries = split_entries(manifest, split)
+            tuned = run(stage, entries, self.out.name, label=label)
+            row = {"set": label, "manifest": str(manifest), "split": split,
+                   "utterances": tuned.utterances, "cer": cer_of(tuned)}  # fmt: skip
+            if against_base:
+                plain = run(self.base_dir, entries, "base", label=label)
+                prompted = run(self.base_dir, entries, "base+prompt", CANTONESE_PROMPT, label)
+                row["base_cer"] = cer_of(plain)
+                row["base_prompted_cer"] = cer_of(prompted)
+                row["vs_base"] = compare(tuned, plain, o.seed).to_dict()
+                row["vs_base_prompted"] = compare(tuned, prompted, o.seed).to_dict()
+            evaluations.append(row)
+        out["evaluations"] = evaluations
+        by_set = {row["set"]: row for row in evaluations}
+        if "real dev" in by_set:
+            out["real_dev_cer"] = by_set["real dev"]["cer"]
+        if "real test" in by_set:
+            row = by_set["real test"]
+            out["real_test_cer"] = row["cer"]
+            out["base_real_test_cer"] = row["base_cer"]
+            out["base_prompted_real_test_cer"] = row["base_prompted_cer"]
+        return out
+
+    def _refuse_regression(self, card: dict, stage: Path) -> None:
+        """Do no harm: a model that hears real people worse than zero-shot base is not
+        published unless `allow_regression` says so."""
+        tuned, base = card.get("real_test_cer"), card.get("base_real_test_cer")
+        if tuned is None or base is None or tuned <= base:
+            return
+        if self.allow_regression:
+            log.warning("real test CER %.3f is worse than zero-shot base's %.3f; publishing "
+                        "anyway (--allow-regression)", tuned, base)  # fmt: skip
+            return
+        raise RegressionError(
+            f"refusing to export {self.out}: real test CER {tuned:.1%} is worse than zero-shot "
+            f"base's {base:.1%} on the same split ({card.get('real_manifest')}). The scored "
+            f"model is kept at {stage} for inspection; change the training options (more real "
+            "speech, a lower --lr, fewer trained layers) or pass --allow-regression to publish it"
+        )
 
     def run(self) -> FinetuneResult:
         from finetune.export import check_target
@@ -530,9 +698,11 @@ class Trainer:
 def finetune(manifest: str | Path, out: str | Path, options: FinetuneOptions = FinetuneOptions(),
              force: bool = False, resume: bool = False, progress: bool = True,
              on_step: Callable[[int, float], None] | None = None,
-             clean: bool = False) -> FinetuneResult:  # fmt: skip
-    """Fine-tune `options.base_model` on `manifest`'s train split and export to `out`."""
-    return Trainer(manifest, out, options, force, resume, progress, on_step, clean).run()
+             clean: bool = False, allow_regression: bool = False) -> FinetuneResult:  # fmt: skip
+    """Fine-tune `options.base_model` on `manifest`'s train split (plus real speech) and export
+    to `out`; raises RegressionError instead of publishing a model worse than base on real test."""
+    return Trainer(manifest, out, options, force, resume, progress, on_step, clean,
+                   allow_regression).run()  # fmt: skip
 
 
-__all__ = ["FinetuneResult", "Trainer", "finetune"]
+__all__ = ["FinetuneResult", "RegressionError", "Trainer", "finetune"]

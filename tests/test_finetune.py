@@ -37,7 +37,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 def _options(tiny_dir: Path, **kw) -> FinetuneOptions:
     defaults = dict(base_model=str(tiny_dir), mode="decoder", window=10, max_steps=8,
                     eval_every=4, batch_size=2, lr=3e-3, warmup_steps=1, quantization="int8",
-                    threads=2)  # fmt: skip
+                    threads=2, real_manifest="", check_manifests="")  # fmt: skip
     return FinetuneOptions(**{**defaults, **kw})
 
 
@@ -162,3 +162,102 @@ def test_top_layers_must_leave_a_frozen_layer(manifest, tiny_dir, tmp_path):
     with pytest.raises(VoiceError, match="top_layers"):
         options = _options(tiny_dir, mode="top-encoder", top_layers=2)
         finetune(manifest, tmp_path / "m", options, progress=False)
+
+
+@pytest.fixture(scope="module")
+def real_manifest(tmp_path_factory) -> Path:
+    """Stands in for real speech: other voices, split by speaker, with an attribution sidecar."""
+    folder = tmp_path_factory.mktemp("real")
+    voices = {"train": ("yue+f3",), "dev": ("yue+m4",), "test": ("yue+f4",)}
+    path = make_manifest(folder, sentences=("我想查下我張單", "唔該"), voices=voices, seed=1)
+    (folder / "ATTRIBUTION.md").write_text("Readers: f3, m4, f4 (CC BY 4.0)\n", "utf-8")
+    sidecar = {"sources": ["test voices"], "licenses": ["CC-BY-4.0"], "files": ["ATTRIBUTION.md"]}
+    (folder / "manifest.jsonl.attribution.json").write_text(json.dumps(sidecar), "utf-8")
+    return path
+
+
+def test_real_speech_mix_selects_on_real_dev_and_scores_against_base(
+    manifest, real_manifest, tiny_dir, tmp_path
+):
+    from finetune.train import finetune
+
+    out = tmp_path / "tiny-mixed"
+    options = _options(tiny_dir, real_manifest=str(real_manifest), real_fraction=0.5,
+                       real_copies=1, mode="top-encoder", top_layers=1, window="auto",
+                       kl_weight=0.5, l2_base=0.01, initial_prompt="喂你好")  # fmt: skip
+    result = finetune(manifest, out, options, progress=False, allow_regression=True)
+    card = result.card
+    assert card["selected_on"] == "real dev CER"
+    assert card["real_fraction"] == 0.5 and card["real_train_utterances"] == 2
+    assert all("real_dev_cer" in h for h in card["dev_cer_history"])
+    sets = {row["set"]: row for row in card["evaluations"]}
+    assert set(sets) == {"real dev", "real test"}
+    real_test = sets["real test"]
+    assert real_test["utterances"] == 2 and card["real_test_cer"] == real_test["cer"]
+    assert card["base_real_test_cer"] == real_test["base_cer"]
+    for key in ("vs_base", "vs_base_prompted"):
+        low, high = real_test[key]["ci95"]
+        assert low <= real_test[key]["cer_delta"] <= high
+    assert card["initial_prompt"] == "喂你好"
+    assert (out / "data-attribution" / "ATTRIBUTION.md").is_file()
+    assert card["data_attribution"]["files"] == ["data-attribution/ATTRIBUTION.md"]
+
+
+def test_epoch_rows_mix_real_at_the_fraction():
+    import numpy as np
+
+    from finetune.data import epoch_rows
+
+    sources = np.array(["synthetic"] * 90 + ["real"] * 10)
+    rows = epoch_rows(sources, 0.25, seed=0, epoch=0)
+    real = int((sources[rows] == "real").sum())
+    assert real == 30 and len(rows) == 120  # 30 of 120 = 25%: the real set repeated 3 times
+    assert sorted(set(rows[sources[rows] == "real"].tolist())) == list(range(90, 100))
+    assert (epoch_rows(sources, 0.0, 0, 0) == np.arange(90)).all()
+
+
+REAL_CLIPS = {  # short HBL pages zero-shot base already hears fairly well (CER ~15%)
+    "hbl_00001_01.ogg": "出街玩", "hbl_00008_01.ogg": "星期日嘅沙灘", "hbl_00019_01.ogg": "九龍",
+    "hbl_00103p_01.ogg": "我想要嗰個",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def real_test_manifest(tmp_path_factory) -> Path:
+    """espeak train/dev, and a test split of real read speech (bundled HBL pages): a model
+    wrecked by a huge learning rate is sure to hear these worse than zero-shot base does."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("real-test")
+    voices = {"train": ("yue+f3",), "dev": ("yue+m4",)}
+    path = make_manifest(folder, sentences=("我想查下我張單", "唔該"), voices=voices, seed=2)
+    lines = []
+    for name, text in REAL_CLIPS.items():
+        shutil.copy(Path(__file__).parents[1] / "recordings" / "hbl-yue" / "audio" / name, folder)
+        lines.append(json.dumps({"audio_filepath": name, "text": text, "speaker": "hbl",
+                                 "split": "test"}, ensure_ascii=False) + "\n")  # fmt: skip
+    path.write_text(path.read_text("utf-8") + "".join(lines), encoding="utf-8")
+    return path
+
+
+def test_export_refuses_a_model_worse_than_base_on_real_test(real_test_manifest, tmp_path):
+    """Do no harm: a model wrecked by training is scored, refused and not published."""
+    from finetune.train import RegressionError, finetune
+
+    base = ModelStore().resolve("base")
+    out = tmp_path / "wrecked"
+    options = FinetuneOptions(
+        base_model=str(base), mode="decoder", window=5, max_steps=2, eval_every=2,
+        batch_size=2, lr=0.05, warmup_steps=1, threads=2, check_manifests="",
+        real_manifest=str(real_test_manifest), eval_utterances=0,
+    )  # fmt: skip
+    with pytest.raises(RegressionError, match="worse than zero-shot base") as caught:
+        finetune(real_test_manifest, out, options, progress=False)
+    assert "--allow-regression" in str(caught.value)
+    assert not out.exists()
+    staged = out.with_name(f".{out.name}.tmp")
+    card = json.loads((staged / "model_card.json").read_text(encoding="utf-8"))
+    assert card["real_test_cer"] > card["base_real_test_cer"]
+    published = finetune(real_test_manifest, out, options, progress=False,
+                         allow_regression=True, resume=True)  # fmt: skip
+    assert (out / "model.bin").is_file() and published.card["real_test_cer"] > 0
