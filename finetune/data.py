@@ -270,12 +270,13 @@ def batches(windows: np.ndarray, batch_size: int, seed: int, epoch: int,
     return [out[i] for i in order]
 
 
-def collate_labels(label_lists: list) -> tuple:
-    """(decoder input ids, targets with -100 on the prompt and padding) as torch tensors."""
+def collate_labels(label_lists: list, prompt: list[int] | tuple[int, ...] = PROMPT) -> tuple:
+    """(decoder input ids, targets with -100 on the prompt and padding) as torch tensors;
+    `prompt` is the decoder's start sequence (`finetune.decode.decoder_prompt`)."""
     import torch
 
     longest = max(len(x) for x in label_lists)
-    prompt = list(PROMPT)
+    prompt = list(prompt)
     n = len(prompt) + longest - 1
     inputs = torch.full((len(label_lists), n), EOT, dtype=torch.long)
     targets = torch.full((len(label_lists), n), -100, dtype=torch.long)

@@ -14,6 +14,8 @@ log = logging.getLogger("voice")
 LANGUAGE = "zh"  # base Whisper has no `yue` token; Cantonese is transcribed under `zh`
 PROMPT = (50258, 50260, 50359, 50363)  # <|startoftranscript|><|zh|><|transcribe|><|notimestamps|>
 EOT = 50257  # <|endoftext|>
+SOT_PREV = 50361  # <|startofprev|>: previous-text context (the prompt) follows it
+MAX_PROMPT_TOKENS = 200  # the transcriber keeps the last 200 tokens of a long prompt
 TIMESTAMP_BEGIN = 50364  # first <|0.00|> token: never emitted without timestamps
 MAX_NEW_TOKENS = 128  # an utterance of <= 30 s never needs more; stops repetition loops early
 
@@ -54,13 +56,25 @@ def suppress_mask(generation_config, vocab_size: int):
     return always, begin
 
 
-def greedy_decode(model, encoder_states, max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
+def decoder_prompt(tokenizer, text: str | None) -> list[int]:
+    """The decoder's start tokens: the `text` prompt as previous context (if any), then
+    <|startoftranscript|><|zh|><|transcribe|><|notimestamps|>. The same tokens as
+    `voice.asr.Transcriber` builds from a model card's `initial_prompt` (a test checks it), so
+    a model trained with a prompt is decoded with it in production."""
+    if not text or not text.strip():
+        return list(PROMPT)
+    context = tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+    return [SOT_PREV, *context[-MAX_PROMPT_TOKENS:], *PROMPT]
+
+
+def greedy_decode(model, encoder_states, max_new_tokens: int = MAX_NEW_TOKENS,
+                  prompt: list[int] | tuple[int, ...] = PROMPT) -> list[list[int]]:  # fmt: skip
     """Batched greedy decoding with a KV cache on precomputed encoder states."""
     import torch
 
     batch = encoder_states.shape[0]
     always, begin = suppress_mask(model.generation_config, model.config.vocab_size)
-    tokens = torch.tensor([PROMPT] * batch)
+    tokens = torch.tensor([list(prompt)] * batch)
     done = torch.zeros(batch, dtype=torch.bool)
     out: list[list[int]] = [[] for _ in range(batch)]
     past = None
@@ -154,6 +168,7 @@ __all__ = [
     "PROMPT",
     "cer",
     "ct2_transcribe_tokens",
+    "decoder_prompt",
     "greedy_decode",
     "normalize_for_cer",
     "run_encoder",

@@ -16,6 +16,9 @@ log = logging.getLogger("voice")
 PROJECT = Path(__file__).resolve().parents[1]
 HBL_SOURCE = PROJECT / "recordings" / "hbl-yue" / "manifest.jsonl"  # as shipped (CC BY)
 HBL_MANIFEST = PROJECT / "recordings" / "generated" / "hbl-yue.jsonl"  # cut + split by speaker
+# pages are cut into utterances of at most 15 s: the VAD's longest segment, so training and eval
+# see what live calls produce (and a 15 s window costs half a 30 s one in training)
+HBL_MAX_SECONDS = 15.0
 HKCANCOR_SOURCE = PROJECT / "recordings" / "hkcancor-samples" / "manifest.jsonl"
 HKCANCOR_MANIFEST = PROJECT / "recordings" / "generated" / "hkcancor.jsonl"  # turns aligned
 ATTRIBUTION_SUFFIX = ".attribution.json"  # sidecar written by `voice data import`
@@ -43,7 +46,9 @@ def resolve_real_manifest(value: str) -> Path | None:
     if not value:
         return None
     if value == AUTO_REAL:
-        return import_bundled(HBL_SOURCE, HBL_MANIFEST, split="speaker")
+        return import_bundled(
+            HBL_SOURCE, HBL_MANIFEST, split="speaker", max_seconds=HBL_MAX_SECONDS
+        )
     path = Path(value)
     if not path.is_file():
         raise VoiceError(f"--real-manifest {value}: no such file (pass '' to train without it)")

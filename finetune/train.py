@@ -183,6 +183,7 @@ class Trainer:
 
         from finetune.ct2_import import load_ct2_whisper
         from finetune.data import file_sha256, load_rows
+        from finetune.decode import decoder_prompt
         from finetune.real import resolve_check_manifests, resolve_real_manifest
         from voice.models import ModelStore
 
@@ -217,6 +218,8 @@ class Trainer:
         self.manifest_sha = file_sha256(self.manifest)
         self.base_dir = ModelStore().resolve(o.base_model)
         self.model, self.processor = load_ct2_whisper(self.base_dir)
+        # trained with the prompt it is decoded with (the card's initial_prompt)
+        self.decoder_prompt = decoder_prompt(self.processor.tokenizer, o.initial_prompt)
         self.layers = len(self.model.model.encoder.layers)
         if o.mode == "top-encoder" and not 1 <= o.top_layers < self.layers:
             raise VoiceError(f"top_layers must be 1-{self.layers - 1} for this model")
@@ -238,21 +241,24 @@ class Trainer:
         o, tok = self.options, self.processor.tokenizer
         cached = o.mode in ("decoder", "top-encoder")
         copies = o.augment_copies if (cached and o.augment) else 0
-        self.train_table = build_table(self.train_rows, tok, o.window, o.max_label_tokens, copies)
+        # real clips: the clean recording plus phone-channel copies (cached modes), so the model
+        # hears real voices the way calls deliver them; cached apart from the synthetic rows so
+        # that changing either reuses the other's cache
+        parts = {"train": build_table(self.train_rows, tok, o.window, o.max_label_tokens, copies)}
         if self.real_train:
-            # real clips: the clean recording plus phone-channel copies (cached modes), so the
-            # model hears real voices the way calls deliver them
             real_copies = o.real_copies if cached else 0
-            real = build_table(self.real_train, tok, o.window, o.max_label_tokens, real_copies)
-            self.train_table = concatenate_datasets([self.train_table, real])
-        self.dev_tables = {
-            name: build_table(rows, tok, o.window, o.max_label_tokens)
+            parts["real train"] = build_table(
+                self.real_train, tok, o.window, o.max_label_tokens, real_copies
+            )
+        dev = {
+            f"{name} dev": build_table(rows, tok, o.window, o.max_label_tokens)
             for name, rows in self.dev_sets.items()
         }
         if not cached:
-            self.train_table = self.train_table.with_format(
+            self.train_table = concatenate_datasets(list(parts.values())).with_format(
                 "numpy", columns=["labels", "window", "source"], output_all_columns=True
             )
+            self.dev_tables = {name.removesuffix(" dev"): t for name, t in dev.items()}
             return
         bin_stat = (self.base_dir / "model.bin").stat()
         if o.mode == "decoder":
@@ -266,15 +272,16 @@ class Trainer:
             f"{self.base_dir.resolve()}:{bin_stat.st_size}:{bin_stat.st_mtime}:{key}:{o.seed}"
         )
         start = time.perf_counter()
-        self.train_table = cache_encoder_states(
-            self.train_table, encode, fingerprint, self.cache_dir, o.seed, desc="caching train"
-        )
-        self.dev_tables = {
+        done = {
             name: cache_encoder_states(
-                table, encode, fingerprint, self.cache_dir, o.seed, desc=f"caching {name} dev"
+                table, encode, fingerprint, self.cache_dir, o.seed, desc=f"caching {name}"
             )
-            for name, table in self.dev_tables.items()
+            for name, table in {**parts, **dev}.items()
         }
+        self.train_table = concatenate_datasets([done[name] for name in parts]).with_format(
+            "numpy", columns=["states", "labels", "window", "text", "source"]
+        )
+        self.dev_tables = {name.removesuffix(" dev"): done[name] for name in dev}
         self.timings["cache_seconds"] = time.perf_counter() - start
         log.info("encoder cache ready in %.0f s (%s)", self.timings["cache_seconds"], key)
 
@@ -323,7 +330,7 @@ class Trainer:
 
         o = self.options
         labels = [self.train_table[int(i)]["labels"] for i in indices]
-        inputs, targets = collate_labels(labels)
+        inputs, targets = collate_labels(labels, self.decoder_prompt)
         keep = targets != -100
         states = self._encoder_states(self.train_table, indices, step, train=True)
         logits = self._logits(self.model, inputs, states, keep)
@@ -364,7 +371,11 @@ class Trainer:
                 for i in range(0, len(members), 16):
                     group = members[i : i + 16]
                     states = self._encoder_states(table, group, 0, train=False)
-                    for j, tokens in zip(group, greedy_decode(self.model, states), strict=True):
+                    for j, tokens in zip(
+                        group,
+                        greedy_decode(self.model, states, prompt=self.decoder_prompt),
+                        strict=True,
+                    ):
                         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
                         hyps[j] = to_hk(text)
         self.model.train()
@@ -572,7 +583,7 @@ class Trainer:
         }
         write_card(stage, card)  # the transcriber reads the window and prompt from it
         start = time.perf_counter()
-        card.update(self._score(stage))
+        card.update(self._score(stage, state.history, state.best_step))
         self.timings["scoring_seconds"] = time.perf_counter() - start
         if self.real_manifest is not None:
             card["data_attribution"] = {
@@ -593,7 +604,7 @@ class Trainer:
         publish(stage, self.out, self.force)
         return card
 
-    def _score(self, stage: Path) -> dict:
+    def _score(self, stage: Path, history: list[dict], best_step: int) -> dict:
         """The card's scores: synthetic dev/test, real dev/test and the check sets, each by the
         production transcriber; on the real sets also zero-shot base, plain and prompted, with
         paired-bootstrap intervals of the difference."""
@@ -609,40 +620,38 @@ class Trainer:
                      cer_of(result), len(entries))  # fmt: skip
             return result
 
-        out: dict = {}
-        dev = run(stage, split_entries(self.manifest, "dev"), "synthetic dev")
-        out["dev_cer"], out["dev_utterances"] = cer_of(dev), dev.utterances
-        out["decode_seconds_per_utterance"] = round(
-            dev.processing_seconds / max(1, dev.utterances), 3
-        )
+        # dev sets were scored during training (the selection's subset); the card quotes the
+        # best step's figures and spends its decoding time on the test sets
+        best = next((h for h in history if h["step"] == best_step), {})
+        out: dict = {"dev_cer": best.get("dev_cer"), "real_dev_cer": best.get("real_dev_cer"),
+                     "dev_utterances": len(self.dev_sets["synthetic"])}  # fmt: skip
         test_entries = split_entries(self.manifest, "test")
         test = run(stage, test_entries, "synthetic test") if test_entries else None
         out["test_cer"] = None if test is None else cer_of(test)
         out["test_utterances"] = 0 if test is None else test.utterances
+        if test is not None:
+            out["decode_seconds_per_utterance"] = round(
+                test.processing_seconds / max(1, test.utterances), 3
+            )
         real_sets = []
-        if self.real_manifest is not None:
-            real_sets.append(("real dev", self.real_manifest, "dev", False))
-            if self.real_test:
-                real_sets.append(("real test", self.real_manifest, "test", True))
-        real_sets += [(f"check {m.stem}", m, None, True) for m in self.check_manifests]
+        if self.real_test:
+            real_sets.append(("real test", self.real_manifest, "test"))
+        real_sets += [(f"check {m.stem}", m, None) for m in self.check_manifests]
         evaluations = []
-        for label, manifest, split, against_base in real_sets:
+        for label, manifest, split in real_sets:
             entries = split_entries(manifest, split)
             tuned = run(stage, entries, self.out.name, label=label)
             row = {"set": label, "manifest": str(manifest), "split": split,
                    "utterances": tuned.utterances, "cer": cer_of(tuned)}  # fmt: skip
-            if against_base:
-                plain = run(self.base_dir, entries, "base", label=label)
-                prompted = run(self.base_dir, entries, "base+prompt", CANTONESE_PROMPT, label)
-                row["base_cer"] = cer_of(plain)
-                row["base_prompted_cer"] = cer_of(prompted)
-                row["vs_base"] = compare(tuned, plain, o.seed).to_dict()
-                row["vs_base_prompted"] = compare(tuned, prompted, o.seed).to_dict()
+            plain = run(self.base_dir, entries, "base", label=label)
+            prompted = run(self.base_dir, entries, "base+prompt", CANTONESE_PROMPT, label)
+            row["base_cer"] = cer_of(plain)
+            row["base_prompted_cer"] = cer_of(prompted)
+            row["vs_base"] = compare(tuned, plain, o.seed).to_dict()
+            row["vs_base_prompted"] = compare(tuned, prompted, o.seed).to_dict()
             evaluations.append(row)
         out["evaluations"] = evaluations
         by_set = {row["set"]: row for row in evaluations}
-        if "real dev" in by_set:
-            out["real_dev_cer"] = by_set["real dev"]["cer"]
         if "real test" in by_set:
             row = by_set["real test"]
             out["real_test_cer"] = row["cer"]

@@ -191,7 +191,8 @@ def test_real_speech_mix_selects_on_real_dev_and_scores_against_base(
     assert card["real_fraction"] == 0.5 and card["real_train_utterances"] == 2
     assert all("real_dev_cer" in h for h in card["dev_cer_history"])
     sets = {row["set"]: row for row in card["evaluations"]}
-    assert set(sets) == {"real dev", "real test"}
+    assert set(sets) == {"real test"}  # dev sets are scored during training
+    assert card["real_dev_cer"] == min(h["real_dev_cer"] for h in card["dev_cer_history"])
     real_test = sets["real test"]
     assert real_test["utterances"] == 2 and card["real_test_cer"] == real_test["cer"]
     assert card["base_real_test_cer"] == real_test["base_cer"]
@@ -261,3 +262,15 @@ def test_export_refuses_a_model_worse_than_base_on_real_test(real_test_manifest,
     published = finetune(real_test_manifest, out, options, progress=False,
                          allow_regression=True, resume=True)  # fmt: skip
     assert (out / "model.bin").is_file() and published.card["real_test_cer"] > 0
+
+
+def test_training_prompt_matches_the_transcribers_prompt(tiny_dir):
+    """A model trained with the card's prompt is decoded in production with the same tokens."""
+    from finetune.ct2_import import load_processor
+    from finetune.decode import PROMPT, decoder_prompt
+    from voice.asr import CANTONESE_PROMPT, AsrOptions, Transcriber
+
+    tokenizer = load_processor(tiny_dir).tokenizer
+    transcriber = Transcriber.load(tiny_dir, AsrOptions(initial_prompt=CANTONESE_PROMPT))
+    assert decoder_prompt(tokenizer, CANTONESE_PROMPT) == transcriber._prompt
+    assert decoder_prompt(tokenizer, "") == list(PROMPT) == Transcriber.load(tiny_dir)._prompt
