@@ -23,8 +23,8 @@ _HELP = {
     "bundled HKCanCor conversation; '' for none",
     "kl_weight": "weight of KL(base || tuned) on the training batches (0: off)",
     "l2_base": "weight of the squared distance to the base weights, L2-SP (0: off)",
-    "initial_prompt": "spoken-Cantonese text shown to the decoder as previous context in training "
-    "and, through the model card, in decoding ('' for none)",
+    "initial_prompt": "text shown to the decoder as previous context in training and, through "
+    "the model card, in decoding (e.g. the spoken-Cantonese voice.asr.CANTONESE_PROMPT)",
     "mask_time": "cached modes: fraction of each clip's cached encoder frames zeroed in 2 spans "
     "per step (SpecAugment-style time masking; the cache itself cannot be re-augmented)",
 }

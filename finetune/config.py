@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from voice.asr import CANTONESE_PROMPT
 from voice.errors import ConfigError
 
 MODES = ("decoder", "top-encoder", "full", "lora")
@@ -48,7 +47,7 @@ class FinetuneOptions:
     # real speech mixed into training: a manifest with train/dev/test splits (split by speaker);
     # "auto": the bundled HBL read speech (recordings/hbl-yue, imported on first use); "": none
     real_manifest: str = AUTO_REAL
-    real_fraction: float = 0.3  # share of training samples drawn from the real train split
+    real_fraction: float = 0.5  # share of training samples drawn from the real train split
     real_copies: int = 4  # phone-channel + speed-perturbed copies cached per real train clip
     # more real test sets scored for the card (comma-separated manifests); "auto": the bundled
     # HKCanCor conversation, turns aligned (recordings/hkcancor-samples); "": none
@@ -56,9 +55,10 @@ class FinetuneOptions:
     select_on: str = "real"  # dev CER that early-stops and picks the checkpoint: real | synthetic
     kl_weight: float = 0.0  # pull towards the base model's token distribution (KL), 0 = off
     l2_base: float = 0.0  # pull towards the base model's weights (L2-SP penalty), 0 = off
-    # spoken-Cantonese context before every transcript, in training and (from the model card) in
-    # decoding: zero-shot base already writes 哋/嘅/唔 with it; "" for none
-    initial_prompt: str = CANTONESE_PROMPT
+    # text shown to the decoder as previous context in training and (from the model card) in
+    # decoding, e.g. voice.asr.CANTONESE_PROMPT; off by default: measured worse on real test
+    # readers (BENCHMARKS.md), though zero-shot base gains from it
+    initial_prompt: str = ""
     quantization: str = "int8"  # exported CTranslate2 weights; the encoder cache uses the same
     cache_dir: str = ""  # where datasets caches features/encoder outputs ("": beside the output)
     threads: int = 0  # torch / CTranslate2 threads (0: all cores)

@@ -24,6 +24,10 @@ CHECKPOINT = "last.pt"  # trainable weights, optimizer, counters: written every 
 BEST = "best.pt"  # trainable weights with the best dev CER so far
 MIN_LR_FRACTION = 0.1  # cosine decay ends at this fraction of the peak learning rate
 DEV_FALLBACK_EVERY = 20  # without a dev split, every 20th training utterance is held out
+# Selection on real dev CER: a change smaller than this (about half the standard error of CER on
+# ~70 utterances) is a tie, and a tie goes to the lower synthetic dev CER. Measured: real dev
+# 21.4% vs 21.5% at steps 300 and 336 of one run, synthetic dev 18.2% vs 7.9%.
+SELECTION_TIE = 0.005
 
 
 @dataclass
@@ -33,6 +37,7 @@ class RunState:
     step: int = 0
     elapsed: float = 0.0  # training seconds spent so far (across resumes)
     best_cer: float = math.inf
+    best_secondary: float = math.inf  # synthetic dev CER at the best step (breaks ties)
     best_step: int = 0
     bad_evals: int = 0
     history: list[dict] = field(default_factory=list)
@@ -525,8 +530,9 @@ class Trainer:
             entry["real_dev_cer"] = round(scores["real"], 4)
         entry["train_loss"] = None if ema is None else round(ema, 4)
         state.history.append(entry)
-        if score < state.best_cer:
-            state.best_cer, state.best_step, state.bad_evals = score, state.step, 0
+        if self._better(scores, state):
+            state.best_cer, state.best_step = min(score, state.best_cer), state.step
+            state.best_secondary, state.bad_evals = scores.get("synthetic", math.inf), 0
             _save(self.work / BEST, {"trainable": _trainable_state(self.model)})
         else:
             state.bad_evals += 1
@@ -535,6 +541,15 @@ class Trainer:
         log.info("step %d: %s (best %s %.3f), loss %.3f, eval %.0f s", state.step, shown,
                  self.select_on, state.best_cer, ema or 0.0, time.perf_counter() - start)  # fmt: skip
         return state.bad_evals >= self.options.patience
+
+    def _better(self, scores: dict[str, float], state: RunState) -> bool:
+        """Whether this evaluation beats the best so far: lower CER on the selection set, or a
+        tie there (within SELECTION_TIE) with lower synthetic dev CER."""
+        score = scores[self.select_on]
+        if score < state.best_cer - SELECTION_TIE or not math.isfinite(state.best_cer):
+            return True
+        tie = self.select_on == "real" and score <= state.best_cer + SELECTION_TIE
+        return tie and scores["synthetic"] < state.best_secondary
 
     def _load_best(self) -> None:
         import torch

@@ -274,3 +274,19 @@ def test_training_prompt_matches_the_transcribers_prompt(tiny_dir):
     transcriber = Transcriber.load(tiny_dir, AsrOptions(initial_prompt=CANTONESE_PROMPT))
     assert decoder_prompt(tokenizer, CANTONESE_PROMPT) == transcriber._prompt
     assert decoder_prompt(tokenizer, "") == list(PROMPT) == Transcriber.load(tiny_dir)._prompt
+
+
+@pytest.mark.parametrize(
+    ("real", "synthetic", "better"),
+    [(0.200, 0.30, True),  # clearly lower real dev CER wins, whatever synthetic does
+     (0.215, 0.08, True),  # a tie on real dev (within 0.5 pt): the lower synthetic CER wins
+     (0.213, 0.20, False),  # a tie on real dev with higher synthetic CER does not
+     (0.230, 0.01, False)],  # clearly worse on real speech: never, however good on synthetic
+)  # fmt: skip
+def test_selection_is_on_real_dev_with_synthetic_breaking_ties(real, synthetic, better):
+    from finetune.train import RunState, Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.select_on = "real"
+    state = RunState(best_cer=0.214, best_secondary=0.182, best_step=300)
+    assert trainer._better({"real": real, "synthetic": synthetic}, state) is better
