@@ -4,32 +4,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from voice.errors import VoiceError
 
 log = logging.getLogger("voice")
-
-BOOTSTRAP_RESAMPLES = 1000  # paired-bootstrap resamples behind a card's confidence intervals
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """CER of `model` minus CER of `against` on the same utterances, with a 95% interval."""
-
-    against: str
-    delta: float
-    low: float
-    high: float
-
-    @property
-    def significant(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-    def to_dict(self) -> dict:
-        return {"against": self.against, "cer_delta": round(self.delta, 4),
-                "ci95": [round(self.low, 4), round(self.high, 4)]}  # fmt: skip
 
 
 def split_entries(manifest: str | Path, split: str | None) -> list:
@@ -55,14 +34,16 @@ def score_model(model: str | Path, entries: list, name: str, compute_type: str =
     return eval_utterances(name, transcriber, entries, EvalOptions(progress=progress))
 
 
-def compare(result, against, seed: int = 0) -> Comparison:
-    """Paired-bootstrap CER difference of `result` minus `against` (same utterances)."""
-    from eval.metrics import paired_bootstrap
+def compare(result, against, seed: int = 0) -> dict:
+    """The card's entry for `result` minus `against` on the same utterances: eval's paired
+    bootstrap (`eval.results.compare_pair`), as `voice eval --json` reports it."""
+    from eval.results import compare_pair
 
-    delta, low, high = paired_bootstrap(
-        against.scores, result.scores, "cer", n=BOOTSTRAP_RESAMPLES, seed=seed
-    )
-    return Comparison(against.model, float(delta), float(low), float(high))
+    c = compare_pair(against, result, seed=seed)
+    if c is None:
+        raise VoiceError(f"{result.model} and {against.model} share no scored utterance")
+    return {"against": c.baseline, "cer_delta": round(c.diff, 4),
+            "ci95": [round(c.lo, 4), round(c.hi, 4)]}  # fmt: skip
 
 
 def cer_of(result) -> float | None:
@@ -71,4 +52,4 @@ def cer_of(result) -> float | None:
     return round(corpus.cer.rate, 4) if corpus.utterances else None
 
 
-__all__ = ["Comparison", "cer_of", "compare", "score_model", "split_entries"]
+__all__ = ["cer_of", "compare", "score_model", "split_entries"]

@@ -662,8 +662,8 @@ class Trainer:
             prompted = run(self.base_dir, entries, "base+prompt", CANTONESE_PROMPT, label)
             row["base_cer"] = cer_of(plain)
             row["base_prompted_cer"] = cer_of(prompted)
-            row["vs_base"] = compare(tuned, plain, o.seed).to_dict()
-            row["vs_base_prompted"] = compare(tuned, prompted, o.seed).to_dict()
+            row["vs_base"] = compare(tuned, plain, o.seed)
+            row["vs_base_prompted"] = compare(tuned, prompted, o.seed)
             evaluations.append(row)
         out["evaluations"] = evaluations
         by_set = {row["set"]: row for row in evaluations}
