@@ -45,7 +45,7 @@ corpus: setup
 
 # The committed real Cantonese sets (recordings/README.md) as manifests under recordings/generated/.
 real-data: $(VENV)/.installed
-	$(PY) -m voice data import recordings/hbl-yue/manifest.jsonl --out recordings/generated/hbl-yue.jsonl --split speaker --max-seconds 15
+	$(PY) -m voice data import recordings/hbl-yue/manifest.jsonl --out recordings/generated/hbl-yue.jsonl --split speaker
 	$(PY) -m voice data import recordings/hkcancor-samples/manifest.jsonl --out recordings/generated/hkcancor.jsonl --cut-turns --split test
 
 # Synthetic calls + real read speech (HBL), selected on real dev CER; export refuses a model that

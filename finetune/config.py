@@ -34,7 +34,7 @@ class FinetuneOptions:
     batch_size: int = 12
     max_steps: int = 2000  # upper bound; the time budget or early stopping usually ends sooner
     epochs: float = 20.0  # upper bound in passes over the training set
-    max_minutes: float = 24.0  # training time budget (caching and export not included)
+    max_minutes: float = 22.0  # training time budget (caching and export not included)
     eval_every: int = 150  # steps between dev CER evaluations (and checkpoints)
     eval_utterances: int = 100  # dev utterances per evaluation (0: all); the card uses all
     patience: int = 4  # evaluations without dev CER improvement before stopping
