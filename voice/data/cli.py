@@ -78,30 +78,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="JSONL: cut lines that carry `turns` [{spk, text}] at every turn boundary; each "
         "piece's speaker becomes call_id:spk",
     )
-    imp.add_argument(
-        "--test-minutes",
-        type=float,
-        default=defaults.test_minutes,
-        help=f"--split speaker: minutes of test audio at least (default {defaults.test_minutes:g})",
-    )
-    imp.add_argument(
-        "--test-speakers",
-        type=int,
-        default=defaults.test_speakers,
-        help=f"--split speaker: test speakers at least (default {defaults.test_speakers})",
-    )
-    imp.add_argument(
-        "--dev-minutes",
-        type=float,
-        default=defaults.dev_minutes,
-        help=f"--split speaker: minutes of dev audio at least (default {defaults.dev_minutes:g})",
-    )
-    imp.add_argument(
-        "--seed",
-        type=int,
-        default=defaults.seed,
-        help=f"--split speaker: seeds the speaker order (default {defaults.seed})",
-    )
+    speaker_split_help = {  # ImportOptions fields used by --split speaker; defaults from there
+        "test_minutes": "minutes of test audio at least",
+        "test_speakers": "test speakers at least",
+        "dev_minutes": "minutes of dev audio at least",
+        "seed": "seeds the speaker order",
+    }
+    for name, text in speaker_split_help.items():
+        default = getattr(defaults, name)
+        imp.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default,
+            help=f"--split speaker: {text} (default {default:g})",
+        )  # fmt: skip
     imp.set_defaults(func=run_import)
 
 
@@ -145,15 +133,10 @@ def run_import(args: argparse.Namespace) -> int:
         except ValueError:
             channel = args.channel  # ImportOptions names the bad value
     options = ImportOptions(
-        channel=channel,
-        split=args.split,
-        max_seconds=args.max_seconds,
-        cut_turns=args.cut_turns,
-        test_minutes=args.test_minutes,
-        test_speakers=args.test_speakers,
-        dev_minutes=args.dev_minutes,
-        seed=args.seed,
-    )
+        channel=channel, split=args.split, max_seconds=args.max_seconds, cut_turns=args.cut_turns,
+        test_minutes=args.test_minutes, test_speakers=args.test_speakers,
+        dev_minutes=args.dev_minutes, seed=args.seed,
+    )  # fmt: skip
     report = import_data(args.source, args.out, options)
     for problem in report.problems:
         if problem not in report.dropped:
