@@ -22,7 +22,6 @@ HBL_MANIFEST = PROJECT / "recordings" / "generated" / "hbl-yue.jsonl"  # cut + s
 HBL_MAX_SECONDS = 29.5
 HKCANCOR_SOURCE = PROJECT / "recordings" / "hkcancor-samples" / "manifest.jsonl"
 HKCANCOR_MANIFEST = PROJECT / "recordings" / "generated" / "hkcancor.jsonl"  # turns aligned
-ATTRIBUTION_SUFFIX = ".attribution.json"  # sidecar written by `voice data import`
 
 
 def import_bundled(source: Path, out: Path, **options) -> Path:
@@ -71,7 +70,9 @@ def resolve_check_manifests(value: str) -> list[Path]:
 
 def attribution(manifest: Path) -> dict | None:
     """The attribution sidecar of an imported manifest (sources, licences, files), if any."""
-    sidecar = manifest.with_name(manifest.name + ATTRIBUTION_SUFFIX)
+    from voice.data.importer import attribution_path
+
+    sidecar = attribution_path(manifest)
     if not sidecar.is_file():
         return None
     try:

@@ -444,6 +444,14 @@ def speaker_split(
     return out, notes
 
 
+ATTRIBUTION_SUFFIX = ".attribution.json"  # sidecar beside a manifest: its sources and licences
+
+
+def attribution_path(manifest: Path) -> Path:
+    """Where the attribution sidecar of `manifest` lives (read by fine-tuning for model cards)."""
+    return manifest.with_name(manifest.name + ATTRIBUTION_SUFFIX)
+
+
 def carry_attribution(source_dir: Path, manifest: Path, entries: list[ManifestEntry]) -> Path:
     """Copy the source's README/ATTRIBUTION/LICENSE files beside `manifest`; write the sidecar.
 
@@ -467,7 +475,7 @@ def carry_attribution(source_dir: Path, manifest: Path, entries: list[ManifestEn
             tmp.replace(target)
         files.append(target.name)
     licenses = sorted({str(e.extra["license"]) for e in entries if e.extra.get("license")})
-    sidecar = manifest.with_name(manifest.name + ".attribution.json")
+    sidecar = attribution_path(manifest)
     body = {
         "sources": [Path(os.path.relpath(source_dir, out_dir)).as_posix()],
         "licenses": licenses,
