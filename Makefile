@@ -6,6 +6,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := espeak-ng sox libsox-fmt-all
 CALLS ?= 500
 MODEL ?= base  # make loadtest MODEL=yue-base-synth
+REAL_DATA := recordings/generated/hbl-yue.jsonl recordings/generated/hkcancor.jsonl
+IMPORT_CODE := voice/data/importer.py voice/data/align.py
 
 .PHONY: setup system-deps demo test test-fast bench corpus real-data finetune eval loadtest lint clean
 
@@ -44,19 +46,23 @@ corpus: setup
 	$(PY) -m voice data check recordings/synth/manifest.jsonl
 
 # The committed real Cantonese sets (recordings/README.md) as manifests under recordings/generated/.
-real-data: $(VENV)/.installed
-	$(PY) -m voice data import recordings/hbl-yue/manifest.jsonl --out recordings/generated/hbl-yue.jsonl --split speaker
-	$(PY) -m voice data import recordings/hkcancor-samples/manifest.jsonl --out recordings/generated/hkcancor.jsonl --cut-turns --split test
+# Each is rebuilt when its source manifest or the import code changes, never trained on stale.
+real-data: $(REAL_DATA)
+
+recordings/generated/hbl-yue.jsonl: recordings/hbl-yue/manifest.jsonl $(IMPORT_CODE) | $(VENV)/.installed
+	$(PY) -m voice data import $< --out $@ --split speaker
+
+recordings/generated/hkcancor.jsonl: recordings/hkcancor-samples/manifest.jsonl $(IMPORT_CODE) | $(VENV)/.installed
+	$(PY) -m voice data import $< --out $@ --cut-turns --split test
 
 # Synthetic calls + real read speech (HBL), selected on real dev CER; export refuses a model that
 # hears real people worse than zero-shot base.
-finetune: setup
+finetune: setup $(REAL_DATA)
 	test -f recordings/synth/manifest.jsonl || $(MAKE) corpus
-	test -f recordings/generated/hbl-yue.jsonl -a -f recordings/generated/hkcancor.jsonl || $(MAKE) real-data
 	$(PY) -m finetune --manifest recordings/synth/manifest.jsonl --out models/yue-base-synth --force
 
 # Synthetic test, real read speech (unseen HBL readers) and real conversation (HKCanCor).
-eval: setup
+eval: setup $(REAL_DATA)
 	$(PY) -m voice eval recordings/synth/test.jsonl recordings/generated/hbl-yue.jsonl recordings/generated/hkcancor.jsonl --split test --model base --model base+prompt --model yue-base-synth --report reports/eval
 
 loadtest: setup

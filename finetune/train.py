@@ -292,24 +292,21 @@ class Trainer:
 
     # --- model steps ------------------------------------------------------------------------
 
-    def _encoder_states(self, table, indices: list[int], step: int, train: bool, model=None):
-        """Encoder outputs of rows `indices` under `model` (default: the model being trained)."""
+    def _encoder_input(self, table, indices: list[int], step: int, train: bool):
+        """What the trained part of the encoder reads for rows `indices`: cached states (decoder
+        and top-encoder modes, time-masked in training) or mel features of (augmented) audio."""
         import torch
 
         from finetune.data import augment, read_samples
-        from finetune.decode import run_encoder
         from voice.features import encoder_input
 
         o = self.options
-        model = model or self.model
         if o.mode in ("decoder", "top-encoder"):
             raw = table[indices]["states"]
             raw = np.stack(list(raw)) if raw.dtype == object else raw
             states = torch.from_numpy(raw.astype(np.float32))
             if train and o.mask_time > 0:
                 states = mask_time(states, o.mask_time, np.random.default_rng([o.seed, step]))
-            if o.mode == "top-encoder":
-                states = run_encoder(model, states, first_layer=self.layers - o.top_layers)
             return states
         mels = []
         for k, i in enumerate(indices):
@@ -318,7 +315,17 @@ class Trainer:
             if train and o.augment:
                 samples = augment(samples, np.random.default_rng([o.seed, step, k]))
             mels.append(encoder_input(samples, int(row["window"])))
-        return run_encoder(model, torch.from_numpy(np.stack(mels)))
+        return torch.from_numpy(np.stack(mels))
+
+    def _encode(self, model, inputs):
+        """Encoder outputs of `model` from `_encoder_input`'s tensor."""
+        from finetune.decode import run_encoder
+
+        if self.options.mode == "decoder":
+            return inputs
+        if self.options.mode == "top-encoder":
+            return run_encoder(model, inputs, first_layer=self.layers - self.options.top_layers)
+        return run_encoder(model, inputs)
 
     def _logits(self, model, inputs, states, keep):
         hidden = model.model.decoder(
@@ -337,16 +344,14 @@ class Trainer:
         labels = [self.train_table[int(i)]["labels"] for i in indices]
         inputs, targets = collate_labels(labels, self.decoder_prompt)
         keep = targets != -100
-        states = self._encoder_states(self.train_table, indices, step, train=True)
-        logits = self._logits(self.model, inputs, states, keep)
+        encoder_input = self._encoder_input(self.train_table, indices, step, train=True)
+        logits = self._logits(self.model, inputs, self._encode(self.model, encoder_input), keep)
         loss = F.cross_entropy(logits, targets[keep], label_smoothing=o.label_smoothing)
         if o.kl_weight > 0:
             # KL(base || tuned) on the same inputs: keeps what the base model predicts where
             # the labels do not say otherwise (learning without forgetting)
             with torch.no_grad():
-                ref_states = self._encoder_states(
-                    self.train_table, indices, step, train=True, model=self.reference
-                )
+                ref_states = self._encode(self.reference, encoder_input)
                 ref = F.log_softmax(self._logits(self.reference, inputs, ref_states, keep), -1)
             loss = loss + o.kl_weight * F.kl_div(
                 F.log_softmax(logits, -1), ref, log_target=True, reduction="batchmean"
@@ -375,7 +380,9 @@ class Trainer:
                 members = np.flatnonzero(windows == w).tolist()
                 for i in range(0, len(members), 16):
                     group = members[i : i + 16]
-                    states = self._encoder_states(table, group, 0, train=False)
+                    states = self._encode(
+                        self.model, self._encoder_input(table, group, 0, train=False)
+                    )
                     for j, tokens in zip(
                         group,
                         greedy_decode(self.model, states, prompt=self.decoder_prompt),

@@ -247,7 +247,8 @@ def jsonl_source(tmp_path, espeak_reading) -> Path:
             lines.append({"audio_filepath": f"audio/{name}", "offset": 0.0,
                           "duration": round(length, 3), "text": text,
                           "call_id": name.split(".")[0], "speaker": reader,
-                          "license": "CC-BY-4.0", "source": f"test {name}"})  # fmt: skip
+                          "license": "CC-BY-4.0", "source": f"test {name}",
+                          "segment": "longform_unaligned"})  # fmt: skip
     sf.write(str(src / "audio" / "hum.wav"), hum, RATE)
     lines.append({"audio_filepath": "audio/hum.wav", "duration": 12.0, "license": "CC-BY-3.0",
                   "text": "".join(SENTENCES[:3]), "call_id": "hum", "speaker": "reader:A"})  # fmt: skip
@@ -282,6 +283,11 @@ def test_jsonl_import_round_trip(jsonl_source, tmp_path):
     assert [e.extra["utt_index"] for e in pieces] == list(range(len(pieces)))
     assert "".join(e.text for e in pieces) == "".join(SENTENCES)
     assert "utt_index" not in next(e for e in entries if e.call_id == "p0_short").extra
+    # a piece's text is aligned to its audio; a line kept whole keeps the source's note
+    assert {e.extra["segment"] for e in pieces} == {"aligned"}
+    assert (
+        next(e for e in entries if e.call_id == "p0_short").extra["segment"] == "longform_unaligned"
+    )
     assert {e.split for e in entries if e.speaker == "unknown_story_1"} == {"train"}
     assert {e.split for e in entries} == {"train", "dev", "test"}
     sidecar = json.loads((out.parent / "m.jsonl.attribution.json").read_text())

@@ -135,7 +135,8 @@ def test_window_for_rounds_up_and_keeps_minimum():
 
 @pytest.mark.parametrize(
     ("mode", "window", "extra"),
-    [("top-encoder", "auto", {"mask_time": 0.2, "label_smoothing": 0.1}), ("full", 5, {}),
+    [("top-encoder", "auto", {"mask_time": 0.2, "label_smoothing": 0.1, "kl_weight": 0.5}),
+     ("full", 5, {"kl_weight": 0.5}), ("decoder", "auto", {"kl_weight": 0.5}),
      ("lora", 10, {})],
 )  # fmt: skip
 def test_other_modes_train_and_export(manifest, tiny_dir, tmp_path, mode, window, extra):

@@ -45,6 +45,7 @@ TOLERANCE = 0.01  # seconds an end may pass the file's end
 SPLIT_CHOICES = ("auto", "speaker", *SPLITS)  # what --split accepts
 UNKNOWN_SPEAKER = "unknown"  # a speaker id containing this may be anyone: train only
 ATTRIBUTION_GLOBS = ("README*", "ATTRIBUTION*", "LICENSE*", "LICENCE*")  # travel with the data
+PIECE_SEGMENT = "aligned"  # `segment` of a piece cut from a longer line: text aligned to its audio
 
 
 @dataclass(frozen=True)
@@ -360,8 +361,10 @@ def _jsonl_entries(
             cut += 1
         else:
             pieces = [Piece(0.0, length, text)]
-        # pieces keep the line's keys, but its turns describe the whole line
+        # pieces keep the line's keys, but its turns (and a source's `segment` note such as
+        # "longform_unaligned") describe the whole line: a piece's text is aligned to its audio
         extra = {k: v for k, v in entry.extra.items() if k != "turns" or len(pieces) == 1}
+        piece_extra = {**extra, "segment": PIECE_SEGMENT}
         usable = [p for p in pieces if not p.dropped]
         for index, piece in enumerate(pieces):
             if piece.dropped:
@@ -388,7 +391,7 @@ def _jsonl_entries(
                     speaker=speaker,
                     split=options.split if options.split in SPLITS else entry.split,
                     line=len(entries) + 1,
-                    extra=extra if whole else {**extra, "utt_index": index},
+                    extra=extra if whole else {**piece_extra, "utt_index": index},
                 )
             )
     if options.split == "auto":
