@@ -630,14 +630,25 @@ class Trainer:
         """The card's scores: synthetic dev/test, real dev/test and the check sets, each by the
         production transcriber; on the real sets also zero-shot base, plain and prompted, with
         paired-bootstrap intervals of the difference."""
-        from finetune.evaluate import cer_of, compare, score_model, split_entries
+        from finetune.evaluate import (
+            cer_of,
+            compare,
+            score_model,
+            split_entries,
+        )
         from voice.asr import CANTONESE_PROMPT
 
         o = self.options
         compute = {"float16": "float32"}.get(o.quantization, o.quantization)
 
+        # zero-shot base decodes the same sets every run: its transcripts are kept beside the
+        # encoder cache, for the next run
+        transcripts = self.cache_dir / "transcripts"
+
         def run(model, entries, name, prompt=None, label=""):
-            result = score_model(model, entries, name, compute, self.threads, prompt, self.progress)
+            cache = transcripts if model == self.base_dir else None
+            result = score_model(model, entries, name, compute, self.threads, prompt,
+                                 self.progress, cache)  # fmt: skip
             log.info("%s%s: CER %s on %d utterances", f"{label}, " if label else "", name,
                      cer_of(result), len(entries))  # fmt: skip
             return result

@@ -291,3 +291,26 @@ def test_selection_is_on_real_dev_with_synthetic_breaking_ties(real, synthetic, 
     trainer.select_on = "real"
     state = RunState(best_cer=0.214, best_secondary=0.182, best_step=300)
     assert trainer._better({"real": real, "synthetic": synthetic}, state) is better
+
+
+def test_reference_transcripts_are_cached_by_model_options_and_audio(manifest, tiny_dir, tmp_path):
+    from eval.runner import EvalOptions, eval_utterances
+    from finetune.evaluate import CachedTranscriber, score_model, split_entries
+    from voice.asr import AsrOptions, Transcriber
+
+    entries = split_entries(manifest, "test")
+    cache = tmp_path / "transcripts"
+    first = score_model(tiny_dir, entries, "base", threads=2, cache_dir=cache)
+    (path,) = cache.iterdir()
+    assert path.stat().st_mode & 0o777 == 0o600  # real callers' words: owner only
+    again = CachedTranscriber(Transcriber.load(tiny_dir, AsrOptions(cpu_threads=2)), cache)
+    assert again.path == path
+    second = eval_utterances("base", again, entries, EvalOptions(progress=False))
+    assert again.hits == len(entries) and not again.new  # nothing decoded the second time
+    assert [s.hypothesis for s in second.scores] == [s.hypothesis for s in first.scores]
+    assert second.corpus.cer.rate == first.corpus.cer.rate
+    # another prompt decodes differently: a new key, never the plain model's transcripts
+    score_model(tiny_dir, entries[:1], "base+prompt", threads=2, prompt="喂", cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+    path.write_text(path.read_text(encoding="utf-8") + '{"torn', encoding="utf-8")
+    assert len(CachedTranscriber(again.transcriber, cache).known) == len(again.known)
