@@ -1,4 +1,4 @@
-"""`voice answer` and `voice kb`: answer utterances from a knowledge base, check and demo KBs."""
+"""`voice answer` and `voice kb`: answer utterances from a knowledge base; check, evaluate, demo KBs."""
 
 from __future__ import annotations
 
@@ -34,6 +34,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = ksub.add_parser("sample-crm", help="write the demo SQLite CRM used with --crm")
     s.add_argument("out", help="the .db file to write")
     s.set_defaults(func=run_sample_crm)
+    _register_eval(ksub)
+
+
+def _register_eval(ksub: argparse._SubParsersAction) -> None:
+    from voice.answer.kbeval import KbEvalOptions  # light: the engine is imported by `run_eval`
+
+    defaults = KbEvalOptions()
+    e = ksub.add_parser(
+        "eval",
+        help="measure the answer engine on a question set: top-1, MRR, resolution, tone",
+        description='Answer each line of QUERIES (JSONL: {"text", "expect": entry id or null, '
+        '"lang": "zh"|"en", "negative": bool}) in a fresh session and report top-1, '
+        "MRR, resolved precision/recall, off-topic rejection, reply language, tone and latency. "
+        "Bad lines are reported by line and field and skipped.",
+    )
+    e.add_argument("queries", metavar="QUERIES.jsonl", help="the question set, one JSON a line")
+    e.add_argument("--kb", help="knowledge base .csv/.xlsx (default: the packaged sample KB)")
+    e.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    e.add_argument(
+        "--top-k", type=int, default=defaults.top_k, metavar="N",
+        help=f"suggestions per query that MRR looks through (default: {defaults.top_k})",
+    )  # fmt: skip
+    e.add_argument(
+        "--misses", type=int, default=defaults.misses, metavar="N",
+        help=f"misses listed in the readable report (default: {defaults.misses})",
+    )  # fmt: skip
+    e.set_defaults(func=run_eval)
 
 
 def _engine(args: argparse.Namespace):
@@ -117,4 +144,16 @@ def run_sample_crm(args: argparse.Namespace) -> int:
 
     path = create_sample_db(args.out)
     print(f"wrote {path} (customers C1001-C1004; orders 85321, A12345, 90210, ...)")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from voice.answer.kbeval import KbEvalOptions, evaluate_file, format_report
+
+    options = KbEvalOptions(top_k=args.top_k, misses=args.misses)
+    result = evaluate_file(args.queries, args.kb, options)  # ConfigError/KBError: exit 2
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(format_report(result, options.misses))
     return 0
