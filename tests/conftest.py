@@ -63,3 +63,24 @@ def clean_call():
     audio = np.concatenate(parts)
     audio += rng.standard_normal(audio.size).astype(np.float32) * 0.002
     return audio, truth
+
+
+CALM_LINES = (
+    "我想查下張單",
+    "唔該我想問下點樣交費",
+    "我個戶口登入唔到",
+    "請問幾時會送到呀",
+    "好呀多謝",
+)
+AGITATED_LINES = ("我想查下張單", "你哋搞乜鬼呀講咗幾次都未搞掂", "多謝晒你哋呀")
+
+
+@pytest.fixture(scope="session")
+def caller_lines():
+    """One espeak-ng caller, 16 kHz: calm lines (`CALM_LINES`), then `AGITATED_LINES` in the same
+    voice with pitch and amplitude raised and a little faster, as (text, samples) pairs."""
+    from voice.tts import Voice, synthesize
+
+    calm = [(t, synthesize(t, Voice("yue"))) for t in CALM_LINES]
+    raised = Voice("yue", pitch=80, amplitude=200, speed=190)
+    return calm, [(t, synthesize(t, raised)) for t in AGITATED_LINES]

@@ -51,7 +51,7 @@ GOOD = [
     # English text labelled zh: the reply is in English
     {"text": "my mobile data is not working", "expect": "NET-001", "lang": "zh"},
     # calm label, tone negative (-0.76), unresolved (NET-004 0.23)
-    {"text": "你哋啲服務垃圾到極，上網慢到死", "expect": None, "negative": False},
+    {"text": "尋晚場波踢得垃圾到極", "expect": None, "negative": False},
 ]
 # Bad lines, each with the field its problem names (None: the whole line).
 BAD = [

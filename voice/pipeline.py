@@ -23,9 +23,17 @@ CHUNK_MS = 20  # how `transcribe_file` slices a file: the frame size telephony b
 
 
 class AnswerHook(Protocol):
-    """What the session needs from the answer engine (voice.answer's session satisfies it)."""
+    """What the session needs from the answer engine (voice.answer's session satisfies it).
 
-    def events(self, transcript: TranscriptEvent) -> list[Event]: ...
+    `audio` is the utterance's samples, for its tone of voice; a hook must accept it, may ignore it.
+    """
+
+    def events(
+        self,
+        transcript: TranscriptEvent,
+        audio: np.ndarray | None = None,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> list[Event]: ...
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,9 @@ class CallSession:
         )
         events: list[Event] = [event]
         if self.answer is not None:
-            events.extend(self.answer.events(event))
+            events.extend(
+                self.answer.events(event, audio=segment.samples, sample_rate=segment.sample_rate)
+            )
         return events
 
     def end_event(self) -> EndEvent:

@@ -60,6 +60,10 @@ def _register_eval(ksub: argparse._SubParsersAction) -> None:
         "--misses", type=int, default=defaults.misses, metavar="N",
         help=f"misses listed in the readable report (default: {defaults.misses})",
     )  # fmt: skip
+    e.add_argument(
+        "--no-semantic", dest="semantic", action="store_false",
+        help="answer on words and sounds only, without sentence embeddings (a before/after check)",
+    )  # fmt: skip
     e.set_defaults(func=run_eval)
 
 
@@ -150,7 +154,7 @@ def run_sample_crm(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from voice.answer.kbeval import KbEvalOptions, evaluate_file, format_report
 
-    options = KbEvalOptions(top_k=args.top_k, misses=args.misses)
+    options = KbEvalOptions(top_k=args.top_k, misses=args.misses, semantic=args.semantic)
     result = evaluate_file(args.queries, args.kb, options)  # ConfigError/KBError: exit 2
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))

@@ -10,13 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from voice.answer.crm import Customer, CustomerProvider, Order
+from voice.answer.embed import DEFAULT_CACHE, SentenceEncoder
 from voice.answer.kb import KnowledgeBase, load_kb
 from voice.answer.search import Hit, SearchIndex
 from voice.answer.sentiment import Sentiment, detect
 from voice.answer.text import english_ratio, extract_order_id, normalize
 from voice.errors import ConfigError
-from voice.types import AlertEvent, Event, HandoffEvent, SuggestionEvent, TranscriptEvent
+from voice.prosody import AgitationTracker
+from voice.types import (
+    SAMPLE_RATE,
+    AlertEvent,
+    Event,
+    HandoffEvent,
+    SuggestionEvent,
+    TranscriptEvent,
+)
 
 log = logging.getLogger("voice")
 
@@ -29,6 +40,10 @@ class AnswerOptions:
     """How the engine answers; every field has a default that suits the sample KB."""
 
     top_k: int = 3  # suggestions returned per utterance
+    # sentence embeddings (voice.answer.embed) beside words and sounds: finds paraphrases and
+    # English questions to Chinese-only entries; off = lexical only (no model loaded)
+    semantic: bool = True
+    kb_cache_dir: str = str(DEFAULT_CACHE)  # KB embeddings kept here by text ("": not cached)
     threshold: float = 0.4  # the best score must reach this for the turn to be `resolved`
     min_score: float = 0.15  # candidates below this are never suggested, even as alternatives
     escalate_after: int = 2  # consecutive unresolved turns before a handoff (0: never)
@@ -43,7 +58,9 @@ class AnswerOptions:
     english_min_words: int = 2  # an utterance is English if it has this many English words ...
     english_word_weight: float = 2.0  # ... and words * weight > its Chinese characters
     chinese_min_chars: int = 4  # Chinese characters that switch an English session back
-    sentiment_threshold: float = 0.5  # alert when the tone score falls to -threshold or below
+    # Words' tone at or below -threshold is agitation level 2 (see sentiment.agitation_level);
+    # a sentiment alert fires from level 2, whether from the words, the voice or both.
+    sentiment_threshold: float = 0.5
     sentiment_history: int = 3  # earlier utterances checked for the caller repeating themself
     fallback_reply: str = "唔好意思，我唔係好明白，可唔可以講多少少你想查詢咩？"
     fallback_reply_en: str = "Sorry, I didn't quite catch that. Could you tell me a bit more?"
@@ -165,11 +182,19 @@ class AnswerSession:
         self.order: Order | None = None
         self._history: deque[str] = deque(maxlen=max(1, engine.options.sentiment_history))
         self._tone = 0.0
+        self._level = 0  # the previous turn's agitation level, so one upset run alerts once
+        self.voice = AgitationTracker()  # the caller's own pitch and loudness, turn by turn
         self._awaiting_order: Hit | None = None  # an entry that asked for the order number
 
     # -- one turn ---------------------------------------------------------------------------
-    def answer(self, text: str) -> Answer:
-        """Answer one utterance and update the session (empty text changes nothing)."""
+    def answer(
+        self, text: str, *, audio: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE
+    ) -> Answer:
+        """Answer one utterance and update the session (empty text changes nothing).
+
+        `audio`: the utterance's samples, when there are any, so the voice's agitation against
+        the caller's earlier utterances counts towards the tone's level.
+        """
         options = self.engine.options
         text = text.strip()
         if not text:
@@ -188,10 +213,14 @@ class AnswerSession:
         suggestions = tuple(
             self._suggest(h, order, missing) for h in hits if h.score >= options.min_score
         )
-        sentiment = detect(text, tuple(self._history), self._tone)
+        voice = None if audio is None else self.voice.push(audio, sample_rate).score
+        sentiment = detect(text, tuple(self._history), self._tone).with_voice(
+            voice, options.sentiment_threshold
+        )
         alerts = self._alerts(sentiment, [h for h in hits if h.score >= options.threshold])
         self._history.append(text)
         self._tone = sentiment.score
+        self._level = sentiment.level
         handoff = self._escalation(resolved)
         if resolved:
             reply = suggestions[0].reply
@@ -217,11 +246,16 @@ class AnswerSession:
             norm = norm.replace(phrase, " ")
         return norm
 
-    def events(self, transcript: TranscriptEvent) -> list[Event]:
+    def events(
+        self,
+        transcript: TranscriptEvent,
+        audio: np.ndarray | None = None,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> list[Event]:
         """Events for one transcript: a suggestion, then any alerts, then a handoff if due."""
         if not transcript.text.strip():
             return []
-        ans = self.answer(transcript.text)
+        ans = self.answer(transcript.text, audio=audio, sample_rate=sample_rate)
         span = {"call_id": transcript.call_id, "start": transcript.start, "end": transcript.end}
         events: list[Event] = [
             SuggestionEvent(
@@ -285,15 +319,16 @@ class AnswerSession:
 
     def _alerts(self, sentiment: Sentiment, matched: list[Hit]) -> list[dict[str, Any]]:
         alerts: list[dict[str, Any]] = []
-        limit = -self.engine.options.sentiment_threshold
-        fresh = any(c != "(repeated)" for c in sentiment.cues)  # new cues this turn
-        if sentiment.score <= limit and (self._tone > limit or fresh):
+        fresh = any(c != "(repeated)" for c in sentiment.cues)  # new cues (or raised voice)
+        if sentiment.level >= 2 and (self._level < 2 or fresh):
             alerts.append(
                 {
                     "type": "sentiment",
                     "message": "caller sounds upset: " + "、".join(sentiment.cues),
                     "score": round(sentiment.score, 3),
                     "cues": list(sentiment.cues),
+                    "level": sentiment.level,
+                    "voice_score": sentiment.to_dict()["voice_score"],  # rounded, or None
                 }
             )
         for hit in matched:
@@ -325,11 +360,24 @@ class AnswerEngine:
         kb: KnowledgeBase,
         options: AnswerOptions | None = None,
         crm: CustomerProvider | None = None,
+        encoder: SentenceEncoder | None = None,
     ):
+        """`encoder`: a loaded sentence encoder to share between engines; by default one is
+        loaded when `options.semantic` is on (without it, retrieval is lexical only)."""
         self.options = options or AnswerOptions()
         self.crm = crm
+        self.encoder = encoder
+        if encoder is None and self.options.semantic:
+            try:
+                self.encoder = SentenceEncoder.load()
+            except ConfigError as exc:
+                log.warning("answering on words and sounds only, without meaning: %s", exc)
         self._lock = threading.Lock()
-        self._state = (kb, SearchIndex(kb))  # swapped as one object by reload()
+        self._state = (kb, self._index(kb))  # swapped as one object by reload()
+
+    def _index(self, kb: KnowledgeBase) -> SearchIndex:
+        cache = Path(self.options.kb_cache_dir).expanduser() if self.options.kb_cache_dir else None
+        return SearchIndex(kb, self.encoder, cache)
 
     @classmethod
     def from_file(
@@ -337,8 +385,9 @@ class AnswerEngine:
         path: str | Path,
         options: AnswerOptions | None = None,
         crm: CustomerProvider | None = None,
+        encoder: SentenceEncoder | None = None,
     ) -> AnswerEngine:
-        return cls(load_kb(path), options, crm)
+        return cls(load_kb(path), options, crm, encoder)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -358,7 +407,7 @@ class AnswerEngine:
             raise ConfigError("this knowledge base was not loaded from a file; cannot reload")
         with self._lock:
             kb = load_kb(path)
-            self._state = (kb, SearchIndex(kb))
+            self._state = (kb, self._index(kb))
         log.info("reloaded %d entries from %s", len(kb), path)
         return kb
 

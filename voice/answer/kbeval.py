@@ -42,6 +42,7 @@ class KbEvalOptions:
 
     top_k: int = 5  # suggestions asked for, at least the engine's own top_k (MRR looks this deep)
     misses: int = 20  # misses listed in the readable report (all are in the JSON)
+    semantic: bool = True  # the engine's sentence embeddings (off: words and sounds only)
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -365,7 +366,11 @@ def evaluate_file(
     options = options or KbEvalOptions()
     kb_path = Path(kb_path) if kb_path else SAMPLE_KB
     answer_options = AnswerOptions()
-    answer_options = replace(answer_options, top_k=max(answer_options.top_k, options.top_k))
+    answer_options = replace(
+        answer_options,
+        top_k=max(answer_options.top_k, options.top_k),
+        semantic=options.semantic,
+    )
     engine = AnswerEngine.from_file(kb_path, answer_options)  # KBError (exit 2) on a bad KB
     queries, problems = load_queries(queries_path, engine.kb.by_id)
     return evaluate(engine, queries, kb=str(kb_path), source=str(queries_path), problems=problems)

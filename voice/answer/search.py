@@ -1,19 +1,24 @@
-"""Hybrid retrieval: BM25 on written and spoken (Jyutping) terms, then a calibrated re-rank."""
+"""Hybrid retrieval: BM25 on written and spoken (Jyutping) terms plus sentence embeddings, then
+a calibrated re-rank."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from rapidfuzz import fuzz
 
+from voice.answer.embed import SentenceEncoder, cached_encode, to_written
 from voice.answer.kb import Entry, KnowledgeBase
 from voice.answer.text import Tokens, normalize, tokenize
 
 BM25_K1 = 1.2  # term-frequency saturation
 BM25_B = 0.5  # length normalisation (questions are short; keep it mild)
-SHORTLIST = 20  # entries taken from each BM25 channel for re-ranking
+SHORTLIST = 20  # entries taken from each channel (BM25 written, BM25 heard, meaning) to re-rank
+_SLOT_RE = re.compile(r"\{[a-z_]+\}")  # reply template slots, not words to embed
 # Score calibration: score = sigmoid(BIAS + sum(weight * feature)), each feature in [0, 1].
 # Hand-fitted on the sample KB's paraphrase / homophone / off-topic tables (tests/test_answer.py)
 # so that 0.5 separates right answers from off-topic matches.
@@ -24,6 +29,19 @@ WEIGHTS = {
     "keyword": 1.5,  # a keyword (or a homophone of it) appears in the query
 }
 BIAS = -5.0
+# With sentence embeddings: fitted by voice.answer.calibrate on the development question sets
+# (eval/kb: the sample KB's and the bank card centre's; never the courier hold-out).
+MEANING_WEIGHTS = {
+    "coverage": 0.0,  # (fitted to 0: `question` and `meaning` carry what it knew)
+    "question": 4.34,
+    "fuzzy": 0.0,
+    "keyword": 1.02,
+    "meaning": 3.82,  # cosine similarity to the closest question/answer, rescaled
+    "lead": 4.4,  # margin over the runner-up entry: a clear winner is trusted more
+}
+MEANING_BIAS = -4.09
+MEANING_FLOOR = 0.2  # cosine similarity of unrelated sentences in USE's space
+LEAD_SCALE = 0.2  # a cosine lead of this much over the next entry counts fully
 SOUND_DISCOUNT = 0.9  # a match by sound alone counts a little less than a written one
 
 
@@ -126,9 +144,22 @@ class _Query:
 class SearchIndex:
     """Everything precomputed for one knowledge base; `search()` does no I/O and no re-indexing."""
 
-    def __init__(self, kb: KnowledgeBase):
+    def __init__(self, kb: KnowledgeBase, encoder: SentenceEncoder | None = None,
+                 cache_dir: Path | None = None):  # fmt: skip
+        """Index `kb`; with an `encoder`, also embed each entry's questions, answer and English
+        answer (vectors cached in `cache_dir`, keyed by the texts)."""
         self.kb = kb
         self.entries = kb.entries
+        self.encoder = encoder
+        self._meaning: np.ndarray | None = None  # (passages, dim) unit vectors
+        self._meaning_starts = np.zeros(0, dtype=np.int64)  # each entry's first passage row
+        if encoder is not None and self.entries:
+            texts, starts = [], []
+            for entry in self.entries:
+                starts.append(len(texts))
+                texts += meaning_passages(entry)
+            self._meaning = cached_encode(encoder, texts, cache_dir)
+            self._meaning_starts = np.array(starts, dtype=np.int64)
         passages: list[Tokens] = []
         starts: list[int] = []  # each entry's first passage: its questions, then its keywords
         all_questions: list[list[Tokens]] = []
@@ -173,6 +204,14 @@ class SearchIndex:
         top = np.argpartition(-per_entry, k - 1)[:k]
         return [int(i) for i in top if per_entry[i] > 0]
 
+    def _meaning_scores(self, text: str) -> np.ndarray | None:
+        """Each entry's best cosine similarity to the utterance (in written Chinese), or None
+        without an encoder."""
+        if self._meaning is None or self.encoder is None:
+            return None
+        query = self.encoder.encode([to_written(text)])[0]
+        return np.maximum.reduceat(self._meaning @ query, self._meaning_starts)
+
     def _features(self, i: int, query: _Query) -> dict[str, float]:
         coverage = max(
             _share(query.chars, query.chars_total, self._vocab_chars[i]),
@@ -198,8 +237,8 @@ class SearchIndex:
                 keyword = SOUND_DISCOUNT
         return {"coverage": coverage, "question": question, "fuzzy": fuzzy, "keyword": keyword}
 
-    def search(self, text: str, top_k: int = 3) -> list[Hit]:
-        """The `top_k` best entries for an utterance, best first, with calibrated scores."""
+    def candidates(self, text: str) -> list[tuple[Entry, dict[str, float]]]:
+        """The shortlisted entries for an utterance with their features, unranked."""
         norm = normalize(text)
         tokens = tokenize(norm)
         if not tokens.chars:
@@ -210,17 +249,67 @@ class SearchIndex:
             *_weights(tokens.sounds, self._sounds),
             tokens.syllables,
         )
-        candidates = dict.fromkeys(
-            self._shortlist(self._chars, tokens.chars)
-            + self._shortlist(self._sounds, tokens.sounds)
-        )
-        hits = []
-        for i in candidates:
+        meaning = self._meaning_scores(text)
+        shortlist = self._shortlist(self._chars, tokens.chars)
+        shortlist += self._shortlist(self._sounds, tokens.sounds)
+        best_two = None
+        if meaning is not None:
+            k = min(SHORTLIST, len(meaning))
+            shortlist += [int(i) for i in np.argpartition(-meaning, k - 1)[:k]]
+            best_two = np.sort(np.partition(meaning, -2)[-2:]) if len(meaning) > 1 else None
+        out = []
+        for i in dict.fromkeys(shortlist):
             features = self._features(i, query)
-            z = BIAS + sum(WEIGHTS[name] * value for name, value in features.items())
-            hits.append(Hit(self.entries[i], 1 / (1 + math.exp(-z)), features))
+            if meaning is not None:
+                features.update(_meaning_features(float(meaning[i]), best_two))
+            out.append((self.entries[i], features))
+        return out
+
+    def search(self, text: str, top_k: int = 3) -> list[Hit]:
+        """The `top_k` best entries for an utterance, best first, with calibrated scores."""
+        hits = []
+        for entry, features in self.candidates(text):
+            # two calibrated experts, the higher speaks: the lexical one keeps exact wording and
+            # spoken numbers sure (its weights predate embeddings), the other adds meaning
+            score = _sigmoid(BIAS + sum(WEIGHTS[name] * features[name] for name in WEIGHTS))
+            if "meaning" in features:
+                z = MEANING_BIAS + sum(w * features[name] for name, w in MEANING_WEIGHTS.items())
+                score = max(score, _sigmoid(z))
+            hits.append(Hit(entry, score, features))
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:top_k]
 
 
-__all__ = ["Hit", "SearchIndex", "WEIGHTS", "BIAS"]
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+def meaning_passages(entry: Entry) -> list[str]:
+    """What is embedded for an entry: each question and the answer in written Chinese, and the
+    English answer (so English questions meet Chinese-only entries in the shared space)."""
+    texts = [to_written(q) for q in entry.questions]
+    texts.append(to_written(_SLOT_RE.sub("", entry.answer)))
+    if entry.answer_en:
+        texts.append(_SLOT_RE.sub("", entry.answer_en))
+    return [t for t in texts if t] or [entry.category]
+
+
+def _meaning_features(similarity: float, best_two: np.ndarray | None) -> dict[str, float]:
+    """`meaning`: cosine similarity mapped to [0, 1] over its useful range; `lead`: how far
+    this entry is ahead of the best other entry (0 unless it is the best)."""
+    meaning = min(1.0, max(0.0, (similarity - MEANING_FLOOR) / (1.0 - MEANING_FLOOR)))
+    lead = 0.0
+    if best_two is not None and similarity >= best_two[1]:
+        lead = min(1.0, max(0.0, float(similarity - best_two[0]) / LEAD_SCALE))
+    return {"meaning": meaning, "lead": lead}
+
+
+__all__ = [
+    "BIAS",
+    "MEANING_BIAS",
+    "MEANING_WEIGHTS",
+    "WEIGHTS",
+    "Hit",
+    "SearchIndex",
+    "meaning_passages",
+]

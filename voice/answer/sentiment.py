@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from rapidfuzz import fuzz
@@ -21,13 +21,22 @@ NEGATIVE = {
     "玩我": 2.0, "點搞": 1.0, "冇理由": 1.5, "豈有此理": 2.5, "唔合理": 1.5, "無理": 1.5,
     # waiting and repetition
     "等咗成個鐘": 2.0, "等咗好耐": 1.5, "等到依家": 1.5, "等咗幾日": 1.5, "成個鐘": 1.0,
-    "講咗幾次": 2.0, "講過好多次": 2.0, "第三次": 1.5, "又係咁": 1.5, "次次都": 1.5,
-    "成日都": 1.0, "仲未搞掂": 2.0, "仲未": 0.7, "冇人理": 2.0, "冇人覆": 1.5, "踢來踢去": 2.0,
+    "講咗幾次": 2.0, "講過好多次": 2.0, "講咗好多次": 2.0, "打咗幾次": 2.0, "打咗好多次": 2.0,
+    "問咗幾次": 2.0, "問過好多次": 2.0, "打極都唔通": 2.0, "打極都冇人聽": 2.0, "冇人聽": 1.5,
+    "第三次": 1.5, "又係咁": 1.5, "次次都": 1.5, "成日都": 1.0, "仲未搞掂": 2.0, "仲未": 0.7,
+    "冇人理": 2.0, "冇人覆": 1.5, "踢來踢去": 2.0,
+    # the caller says they are asking again (the repeat itself is caught against the history)
+    "再問多次": 1.5, "再問一次": 0.8, "我都問咗": 1.5, "頭先問咗": 1.0, "頭先講咗": 1.0,
+    "都話咗": 1.5,
+    # exasperation that needs no swear word
+    "咁都得": 1.2, "算啦": 1.0, "講極都唔明": 2.0,
     # complaints, threats, distrust
     "投訴": 2.0, "報警": 2.5, "告你": 2.5, "律師": 2.0, "消委會": 2.0, "傳媒": 1.5, "退台": 1.0,
     "呃錢": 2.5, "呃人": 2.5, "騙子": 2.5, "黑店": 2.5, "老屈": 2.0, "唔負責任": 2.0,
     "失望": 1.5, "好失望": 2.0, "唔滿意": 1.5, "浪費時間": 2.0, "冇用": 1.5, "廢": 1.5,
     "垃圾": 2.5, "差勁": 2.0, "好差": 1.5, "爛": 0.7, "衰": 1.0, "煩": 1.0, "慘": 1.0, "累街坊": 1.5,
+    # broken goods: a report of damage is mildly upset on its own, more with other cues
+    "爛咗": 0.8, "壞咗": 0.8, "爛晒": 1.5, "壞晒": 1.5, "碎晒": 1.2, "碎咗": 0.8, "廢柴": 2.0,
     # swearing (Cantonese and English)
     "仆街": 3.0, "屌": 3.0, "𨳒": 3.0, "戇鳩": 3.0, "on9": 3.0, "柒": 2.5, "黐線": 2.0,
     "收皮": 2.5, "頂你": 2.5, "鬼佬": 0.5, "hea": 1.0, "diu": 3.0, "fuck": 3.0, "fucking": 3.0,
@@ -40,6 +49,9 @@ POSITIVE = {
     "搞掂": 0.7, "好彩": 0.5, "讚": 1.0, "thank": 1.0, "thanks": 1.0, "great": 1.0,
     "perfect": 1.0, "helpful": 1.0,
 }  # fmt: skip
+# Everyday words that contain a lexicon word but mean nothing upset: matched first (longest
+# wins), they keep 麻煩你 ("excuse me") from counting as 煩 ("annoyed").
+NEUTRAL = ("麻煩",)
 INTENSIFIERS = (
     "非常",
     "極之",
@@ -60,18 +72,37 @@ NEGATORS = ("唔", "冇", "不", "未", "無", "not", "no", "never", "dont")
 INTENSIFIER_GAIN = 1.5  # an intensifier right before a phrase multiplies its weight
 NEGATION_GAIN = -0.3  # a negator right before a phrase flips it and weakens it
 EXCLAIM_WEIGHT = 0.3  # each ! or ？ run, capped at three
-REPEAT_WEIGHT = 1.0  # the caller says nearly the same thing as in a recent turn
+REPEAT_WEIGHT = 1.0  # per recent turn the caller repeats (at most two count)
 REPEAT_SIMILARITY = 85  # rapidfuzz ratio at or above which two utterances count as a repeat
+REPEAT_MIN_CHARS = 4  # shorter utterances ("喂", "係呀") repeat on any call; they are not counted
 CARRY = 0.5  # share of the previous turn's negativity carried into this one
 SCALE = 2.5  # raw weight at which tanh reaches ~0.76
 NEGATIVE_LABEL = -0.3  # score at or below which the label is "negative"
 POSITIVE_LABEL = 0.3  # score at or above which the label is "positive"
 
+# Phrases whose reading depends on what follows, as (cue, weight, pattern on normalised text).
+# 一啲都唔/冇 + a complaint ("一啲都唔好用") is upset; + a worry ("一啲都唔麻煩") is polite.
+# 好啦好啦 said twice is impatience; a single 好啦 is agreement.
+PATTERNS = (
+    ("一啲都唔", 1.5, re.compile(r"一啲都唔(?!麻煩|貴|難|緊要|介意|嬲|急|怪|煩|擔心)")),
+    ("一啲都冇", 1.5, re.compile(r"一啲都冇(?!問題|所謂|緊要|事)")),
+    ("好啦好啦", 1.2, re.compile(r"(好啦|得啦|係啦|知啦|ok啦)\s*\1")),
+)
+# Praise with a sentence-final particle ("真係好有效率呀", "好嘢喎") is sarcasm when the call is
+# already a complaint; on its own it is left neutral, since the words alone cannot tell.
+SARCASM = re.compile(
+    r"(?:真係|真心|實在)?好(?:有效率|專業|快手|醒目|有禮貌|有心|好服務|叻|犀利)(?:呀|喎|囉|啦|嘞|啊|㗎)"
+    r"|好嘢(?:喎|呀|啊|囉)|(?:多謝|唔該)(?:曬|晒)?(?:你哋|你)?(?:喎|囉)"
+)
+SARCASM_WEIGHT = 1.5  # added once per utterance whose praise reads as sarcasm
+COMPLAINT_CONTEXT = 1.5  # raw upset (this turn or a recent one) that makes praise read as sarcasm
+
 
 @lru_cache(maxsize=1)
 def _lexicon() -> tuple[dict[str, float], re.Pattern[str]]:
     """The lexicon in normalised spelling (upset > 0) and one longest-first pattern for it."""
-    lexicon = {normalize(k): -v for k, v in POSITIVE.items()}
+    lexicon = {normalize(k): 0.0 for k in NEUTRAL}
+    lexicon.update({normalize(k): -v for k, v in POSITIVE.items()})
     lexicon.update({normalize(k): v for k, v in NEGATIVE.items()})
     pattern = re.compile(
         "|".join(
@@ -82,16 +113,59 @@ def _lexicon() -> tuple[dict[str, float], re.Pattern[str]]:
     return lexicon, pattern
 
 
+LEVELS = ("calm", "slightly upset", "upset", "very upset")  # agitation level 0-3, for the agent
+VOICE_LEVELS = (0.3, 0.6)  # voice agitation at or above which a raised voice alone is level 1, 2
+
+
+def agitation_level(
+    text_score: float, voice_score: float | None = None, threshold: float = 0.5
+) -> int:
+    """How upset the caller is, 0-3 (see LEVELS), from the words' tone and the voice's agitation.
+
+    Words: upset = -text_score; level 1 from threshold/2, 2 from `threshold` (where the engine
+    has always alerted), 3 from (1 + threshold)/2. Voice: level 1 from 0.3, 2 from 0.6; a raised
+    voice alone never reaches 3, since without words of complaint it may be excitement, a noisy
+    room or a bad line. When both words and voice are at least level 1 they agree: one more level.
+    """
+    upset = -text_score
+    text = sum(upset >= bound for bound in (threshold / 2, threshold, (1 + threshold) / 2))
+    voice = 0 if voice_score is None else sum(voice_score >= bound for bound in VOICE_LEVELS)
+    return min(3, max(text, voice) + (text >= 1 and voice >= 1))
+
+
 @dataclass(frozen=True)
 class Sentiment:
-    """Tone of one turn: `score` in [-1, 1] (-1 furious, +1 delighted) and its label."""
+    """Tone of one turn: `score` in [-1, 1] from the words (-1 furious, +1 delighted), its label,
+    the voice's agitation in [0, 1] when there was audio, and the combined agitation `level`."""
 
-    label: str  # "negative" | "neutral" | "positive"
-    score: float
+    label: str  # "negative" | "neutral" | "positive": the words' tone
+    score: float  # the words' tone (`text_score` in JSON too)
     cues: tuple[str, ...] = ()  # the phrases that decided it, for the agent's screen
+    voice_score: float | None = None  # None: no audio for this turn
+    level: int = 0  # 0 calm, 1 slightly upset, 2 upset, 3 very upset (agitation_level)
+
+    @property
+    def text_score(self) -> float:
+        return self.score
+
+    def with_voice(self, voice_score: float | None, threshold: float = 0.5) -> Sentiment:
+        """This tone with the voice's agitation added and the level recomputed."""
+        cues = self.cues
+        if voice_score is not None and voice_score >= VOICE_LEVELS[0]:
+            cues = (*cues, "(raised voice)")
+        level = agitation_level(self.score, voice_score, threshold)
+        return replace(self, cues=cues, voice_score=voice_score, level=level)
 
     def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "score": round(self.score, 3), "cues": list(self.cues)}
+        voice = None if self.voice_score is None else round(self.voice_score, 3)
+        return {
+            "label": self.label,
+            "score": round(self.score, 3),
+            "text_score": round(self.score, 3),
+            "voice_score": voice,
+            "level": self.level,
+            "cues": list(self.cues),
+        }
 
 
 def _modifier(before: str) -> float:
@@ -105,30 +179,78 @@ def _modifier(before: str) -> float:
     return 1.0
 
 
-def upset(text: str) -> tuple[float, list[str]]:
-    """Raw negativity of one utterance (>0 upset, <0 pleased) and the cues found."""
-    norm = normalize(text)
+def _hits(norm: str) -> list[tuple[str, float, float]]:
+    """(cue, weight after modifiers, lexicon weight) for each lexicon phrase and pattern."""
     lexicon, pattern = _lexicon()
-    raw, cues = 0.0, []
+    hits = []
     for match in pattern.finditer(norm):
         word = match.group()
-        weight = lexicon[word] * _modifier(norm[: match.start()][-4:])
-        raw += weight
-        cues.append(word)
-    raw += EXCLAIM_WEIGHT * min(3, len(re.findall(r"[!！?？]+", text)))
-    return raw, cues
+        if lexicon[word]:
+            hits.append(
+                (word, lexicon[word] * _modifier(norm[: match.start()][-4:]), lexicon[word])
+            )
+    for cue, weight, regex in PATTERNS:
+        hits.extend((cue, weight, weight) for _ in regex.finditer(norm))
+    return hits
+
+
+def _exclaim(text: str) -> float:
+    return EXCLAIM_WEIGHT * min(3, len(re.findall(r"[!！?？]+", text)))
+
+
+def upset(text: str) -> tuple[float, list[str]]:
+    """Raw negativity of one utterance (>0 upset, <0 pleased) and the cues found."""
+    hits = _hits(normalize(text))
+    return sum(w for _, w, _ in hits) + _exclaim(text), [c for c, _, _ in hits]
+
+
+def _complaint(hits: list[tuple[str, float, float]]) -> float:
+    return sum(w for _, w, _ in hits if w > 0)
+
+
+def _repeats(norm: str, history: tuple[str, ...]) -> int:
+    """How many of the recent utterances this one repeats (long enough to be a question)."""
+    if len(norm.replace(" ", "")) < REPEAT_MIN_CHARS:
+        return 0
+    count = 0
+    for h in history:
+        earlier = normalize(h)
+        if len(earlier.replace(" ", "")) < REPEAT_MIN_CHARS:
+            continue
+        # Whole-utterance similarity only: a follow-up that adds to the question ("我想查下張單"
+        # then "我想查下張單，單號係85321") is not a repeat; "都話咗" and the like are cues.
+        count += fuzz.ratio(norm, earlier) >= REPEAT_SIMILARITY
+    return count
 
 
 def detect(text: str, history: tuple[str, ...] = (), previous: float = 0.0) -> Sentiment:
     """Tone of `text`, given the caller's recent utterances and the previous turn's score.
 
     Repeating an earlier utterance adds frustration; part of the previous negativity carries over
-    so a caller who was angry a turn ago is not calm because this turn has no swear word.
+    so a caller who was angry a turn ago is not calm because this turn has no swear word. In a
+    complaint (this turn's words, the previous turn's tone or a recent utterance), praise reads
+    as sarcasm, and thanks inside a complaint do not cancel it.
     """
-    raw, cues = upset(text)
     norm = normalize(text)
-    if norm and any(fuzz.ratio(norm, normalize(h)) >= REPEAT_SIMILARITY for h in history):
-        raw += REPEAT_WEIGHT
+    hits = _hits(norm)
+    complaint = _complaint(hits)
+    context = (
+        complaint >= COMPLAINT_CONTEXT
+        or previous <= NEGATIVE_LABEL
+        or any(_complaint(_hits(normalize(h))) >= COMPLAINT_CONTEXT for h in history)
+    )
+    sarcasm = context and SARCASM.search(norm) is not None
+    if complaint >= COMPLAINT_CONTEXT:
+        # Thanks inside a complaint are politeness or sarcasm, not satisfaction: they do not
+        # cancel it ("多謝晒你哋呀，講咗幾次都未搞掂"). A negated complaint word stays.
+        hits = [h for h in hits if not (h[1] < 0 and h[2] < 0)]
+    raw = sum(w for _, w, _ in hits) + _exclaim(text)
+    cues = [c for c, _, _ in hits]
+    if sarcasm:
+        raw += SARCASM_WEIGHT
+        cues.append("(sarcasm)")
+    if repeats := _repeats(norm, history):
+        raw += REPEAT_WEIGHT * min(2, repeats)
         cues.append("(repeated)")
     score = -math.tanh(raw / SCALE) + 0.0  # + 0.0: no "-0.0" in JSON
     if previous < 0:
@@ -140,7 +262,7 @@ def detect(text: str, history: tuple[str, ...] = (), previous: float = 0.0) -> S
         if score >= POSITIVE_LABEL
         else "neutral"
     )
-    return Sentiment(label, score, tuple(cues))
+    return Sentiment(label, score, tuple(cues), level=agitation_level(score))
 
 
-__all__ = ["Sentiment", "detect", "upset", "NEGATIVE", "POSITIVE"]
+__all__ = ["Sentiment", "detect", "upset", "agitation_level", "NEGATIVE", "POSITIVE", "LEVELS"]

