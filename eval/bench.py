@@ -189,12 +189,23 @@ def main(argv: list[str] | None = None) -> int:
             from voice.answer.bench import run_bench
         except ImportError:
             return 0
-        result = run_bench()
+        rows = [run_bench(semantic=semantic) for semantic in (False, True)]
         body = (
             "## Answer engine (issue 6)\n\nCommand: `make bench`. "
-            f"{result.get('entries', 5000)}-entry knowledge base, {result.get('queries', '')} queries: "
-            f"median {result['median_ms']:.2f} ms, p95 {result['p95_ms']:.2f} ms per answer.\n"
+            f"{rows[0]['entries']}-entry synthetic knowledge base (the sample KB's entries "
+            f"repeated over topics), {rows[0]['queries']} queries with homophone slips; "
+            "first start = empty embedding cache, restart = cache filled.\n\n"
+            "| retrieval | answer median | answer p95 | first start | restart | top-1 (topic) |\n"
+            "|---|---|---|---|---|---|\n"
         )
+        for r in rows:
+            name = "words + sounds + meaning" if r["semantic"] else "words + sounds (lexical)"
+            load = f" + {r['encoder_load_s']:.1f} s encoder" if r["semantic"] else ""
+            body += (
+                f"| {name} | {r['median_ms']:.2f} ms | {r['p95_ms']:.2f} ms | "
+                f"{r['build_s']:.1f} s{load} | {r['build_cached_s']:.1f} s | "
+                f"{r['top1_topic_accuracy']:.1%} |\n"
+            )
         print(body)
         if args.out:
             update_section(args.out, "## Answer engine (issue 6)", body)

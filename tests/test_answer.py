@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from voice.answer import (
     AnswerEngine,
     AnswerOptions,
     KBError,
+    KnowledgeBase,
     SqliteCustomerProvider,
     load_kb,
 )
@@ -633,3 +635,50 @@ def test_bench_reports_latency():
     result = run_bench(entries=300, queries=40)
     assert result["entries"] == 300 and result["p95_ms"] >= result["median_ms"] > 0
     assert result["top1_topic_accuracy"] > 0.8
+
+
+# -- meaning ----------------------------------------------------------------------------------
+
+
+def test_english_question_finds_a_chinese_only_entry(tmp_path):
+    """Cross-lingual: the entry's questions are Chinese only and no keyword is English."""
+    kb_file = tmp_path / "kb.csv"
+    write_kb(kb_file, [
+        ["T-1", "合約", "我想提早終止合約|解約要罰幾多錢", "解約", "提早解約需要繳付餘下月費。",
+         "Ending the contract early costs the remaining monthly fees.", "normal"],
+        ["T-2", "漫遊", "出國點樣開通漫遊|外地上網收費", "漫遊", "你可以喺App開通漫遊。",
+         "You can turn on roaming in the app.", "normal"],
+        ["T-3", "帳單", "我想查帳單|今個月幾多錢", "帳單", "登入App睇帳單。",
+         "Log in to the app to see your bill.", "normal"],
+    ])  # fmt: skip
+    engine = AnswerEngine.from_file(kb_file, AnswerOptions(kb_cache_dir=str(tmp_path / "c")))
+    assert engine.answer("I want to cancel my contract").suggestions[0].id == "T-1"
+    assert engine.answer("will my phone work when I travel to Japan").suggestions[0].id == "T-2"
+    lexical = AnswerEngine.from_file(kb_file, AnswerOptions(semantic=False))
+    assert not lexical.answer("I want to cancel my contract").suggestions  # words alone: nothing
+
+
+def test_kb_embeddings_are_cached_by_text(tmp_path):
+    from voice.answer.embed import SentenceEncoder
+
+    cache = tmp_path / "cache"
+    options = AnswerOptions(kb_cache_dir=str(cache))
+    encoder = SentenceEncoder.load()
+    first = AnswerEngine.from_file(SAMPLE_KB, options, encoder=encoder)
+    (vectors,) = cache.iterdir()
+
+    class Refuses:  # a restart must read the cache, not embed the KB again
+        name = encoder.name
+
+        def encode(self, texts, progress=False):
+            assert len(texts) == 1, "the KB was embedded again"
+            return encoder.encode(texts)
+
+    again = AnswerEngine.from_file(SAMPLE_KB, options, encoder=Refuses())
+    text = "我部手機唔見咗呀"
+    assert again.search(text)[0].entry.id == first.search(text)[0].entry.id == "SIM-002"
+    assert again.search(text)[0].score == pytest.approx(first.search(text)[0].score)
+    kb = first.kb
+    changed = KnowledgeBase((replace(kb.entries[0], questions=("新問題",)), *kb.entries[1:]))
+    AnswerEngine(changed, options, encoder=encoder)
+    assert len(list(cache.iterdir())) == 2 and vectors.exists()  # a new key, the old file kept

@@ -29,6 +29,7 @@ INSTALL_HINT = (
     "(make setup does this)"
 )
 BATCH = 64  # sentences per ONNX call when embedding a knowledge base
+PROGRESS_FROM = 2000  # texts from which embedding a KB shows a progress bar (stderr)
 COLLOQUIAL_TABLE = Path(__file__).parent / "data" / "colloquial.tsv"
 DEFAULT_CACHE = Path.home() / ".cache" / "voice" / "kb"
 
@@ -62,7 +63,7 @@ class SentenceEncoder:
         self.name = name  # identifies the weights in cache keys
 
     @classmethod
-    def load(cls, threads: int = 1) -> SentenceEncoder:
+    def load(cls, threads: int = 0) -> SentenceEncoder:
         """Load the packaged model (about 1.5 s); ConfigError with the install command if absent."""
         try:
             import importlib.resources
@@ -79,20 +80,30 @@ class SentenceEncoder:
             raise ConfigError(f"{path} is missing: {INSTALL_HINT}")
         options = ort.SessionOptions()
         options.register_custom_ops_library(get_library_path())
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default (all cores)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # the graph's unused-initialiser warnings are noise
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return cls(session, f"use-m3-onnx-{os.path.getsize(str(path))}")
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), 512) float32 unit vectors; an empty text gets a zero vector."""
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """(len(texts), 512) float32 unit vectors; an empty text gets a zero vector, a repeated
+        text is embedded once."""
+        from tqdm import tqdm
+
         out = np.zeros((len(texts), 512), dtype=np.float32)
-        todo = [i for i, t in enumerate(texts) if t.strip()]
-        for start in range(0, len(todo), BATCH):
-            rows = todo[start : start + BATCH]
-            vectors = self._session.run(["outputs"], {"inputs": [texts[i] for i in rows]})[0]
-            out[rows] = vectors
+        unique = list(dict.fromkeys(t for t in texts if t.strip()))
+        vectors = np.zeros((len(unique), 512), dtype=np.float32)
+        starts = range(0, len(unique), BATCH)
+        for start in tqdm(starts, desc="embedding KB", unit="batch", disable=not progress):
+            batch = unique[start : start + BATCH]
+            vectors[start : start + len(batch)] = self._session.run(["outputs"], {"inputs": batch})[
+                0
+            ]
+        row = {text: i for i, text in enumerate(unique)}
+        for i, text in enumerate(texts):
+            if text in row:
+                out[i] = vectors[row[text]]
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-9)
 
@@ -114,7 +125,7 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
             return vectors
     except (OSError, ValueError):
         pass  # absent or unreadable: embed again
-    vectors = encoder.encode(texts)
+    vectors = encoder.encode(texts, progress=len(texts) > PROGRESS_FROM)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
