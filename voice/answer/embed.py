@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -92,10 +93,12 @@ class SentenceEncoder:
         from tqdm import tqdm
 
         out = np.zeros((len(texts), 512), dtype=np.float32)
-        unique = list(dict.fromkeys(t for t in texts if t.strip()))
+        # similar lengths batched together: the graph pads each batch to its longest text
+        unique = sorted(dict.fromkeys(t for t in texts if t.strip()), key=len)
         vectors = np.zeros((len(unique), 512), dtype=np.float32)
         starts = range(0, len(unique), BATCH)
-        for start in tqdm(starts, desc="embedding KB", unit="batch", disable=not progress):
+        bar = progress and sys.stderr.isatty()  # a log file gets no carriage-return spam
+        for start in tqdm(starts, desc="embedding KB", unit="batch", disable=not bar):
             batch = unique[start : start + BATCH]
             vectors[start : start + len(batch)] = self._session.run(["outputs"], {"inputs": batch})[
                 0

@@ -377,7 +377,7 @@ class AnswerEngine:
 
     def _index(self, kb: KnowledgeBase) -> SearchIndex:
         cache = Path(self.options.kb_cache_dir).expanduser() if self.options.kb_cache_dir else None
-        return SearchIndex(kb, self.encoder, cache)
+        return SearchIndex.cached(kb, self.encoder, cache)
 
     @classmethod
     def from_file(

@@ -3,7 +3,11 @@ a calibrated re-rank."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +15,17 @@ from pathlib import Path
 import numpy as np
 from rapidfuzz import fuzz
 
-from voice.answer.embed import SentenceEncoder, cached_encode, to_written
+from voice.answer import text as text_module
+from voice.answer.embed import COLLOQUIAL_TABLE, SentenceEncoder, cached_encode, to_written
 from voice.answer.kb import Entry, KnowledgeBase
 from voice.answer.text import Tokens, normalize, tokenize
 
+log = logging.getLogger("voice")
+
 BM25_K1 = 1.2  # term-frequency saturation
 BM25_B = 0.5  # length normalisation (questions are short; keep it mild)
-SHORTLIST = 20  # entries taken from each channel (BM25 written, BM25 heard, meaning) to re-rank
+SHORTLIST = 20  # entries taken from each BM25 channel (written, heard) to re-rank
+MEANING_SHORTLIST = 10  # entries taken by meaning: the right one is in its top 10 or rarely found
 _SLOT_RE = re.compile(r"\{[a-z_]+\}")  # reply template slots, not words to embed
 # Score calibration: score = sigmoid(BIAS + sum(weight * feature)), each feature in [0, 1].
 # Hand-fitted on the sample KB's paraphrase / homophone / off-topic tables (tests/test_answer.py)
@@ -193,6 +201,40 @@ class SearchIndex:
             for questions in all_questions
         ]
 
+    @classmethod
+    def cached(cls, kb: KnowledgeBase, encoder: SentenceEncoder | None, cache_dir: Path | None):
+        """`SearchIndex(kb, encoder, cache_dir)`, kept whole on disk under a key made of the
+        entries, the encoder and the indexing code: a restart loads a 5,000-entry KB in well
+        under a second instead of re-tokenising and re-embedding it."""
+        if cache_dir is None:
+            return cls(kb, encoder, cache_dir)
+        key = hashlib.sha256(repr(kb.entries).encode("utf-8"))
+        key.update((encoder.name if encoder else "lexical").encode())
+        for module in (__file__, text_module.__file__, COLLOQUIAL_TABLE):
+            key.update(Path(module).read_bytes())
+        path = Path(cache_dir) / f"index-{key.hexdigest()[:32]}.pickle"
+        try:
+            with open(path, "rb") as f:
+                index = pickle.load(f)  # our own file, in an owner-only folder
+            index.kb, index.entries, index.encoder = kb, kb.entries, encoder
+            return index
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+            pass  # absent, torn or from other code: build it
+        index = cls(kb, encoder, cache_dir)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                pickle.dump(index, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not cache the KB index in %s: %s", cache_dir, exc)
+        return index
+
+    def __getstate__(self) -> dict:
+        # the KB (reloaded anyway) and the encoder (an ONNX session) are not part of the file
+        return {k: v for k, v in self.__dict__.items() if k not in ("kb", "entries", "encoder")}
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -254,7 +296,7 @@ class SearchIndex:
         shortlist += self._shortlist(self._sounds, tokens.sounds)
         best_two = None
         if meaning is not None:
-            k = min(SHORTLIST, len(meaning))
+            k = min(MEANING_SHORTLIST, len(meaning))
             shortlist += [int(i) for i in np.argpartition(-meaning, k - 1)[:k]]
             best_two = np.sort(np.partition(meaning, -2)[-2:]) if len(meaning) > 1 else None
         out = []
