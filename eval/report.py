@@ -24,22 +24,11 @@ from eval.results import (
     model_summary,
     summary_json,
 )
+from voice.files import write_atomic
 
 WORST_SHOWN = 20  # rows in the worst-utterances table
 PLOT_NAMES = ("cer_by_speaker", "cer_by_call", "error_types", "latency")
 INDEX_NAME = "index.md"  # the list of per-manifest reports, when there are several
-
-
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    tmp.replace(path)
-    return path
 
 
 def model_slugs(results: list[ModelResult]) -> list[str]:

@@ -4,6 +4,7 @@ rewritten as standard written Chinese, passage vectors cached on disk by their t
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import numpy as np
 
 from voice.answer.text import to_hk
 from voice.errors import ConfigError
+from voice.files import write_atomic
 
 log = logging.getLogger("voice")
 
@@ -129,12 +131,10 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
     except (OSError, ValueError):
         pass  # absent or unreadable: embed again
     vectors = encoder.encode(texts, progress=len(texts) > PROGRESS_FROM)
+    buffer = io.BytesIO()
+    np.save(buffer, vectors, allow_pickle=False)
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        write_atomic(path, buffer.getvalue(), private=True)
     except OSError as exc:
         log.warning("could not cache KB embeddings in %s: %s", cache_dir, exc)
     return vectors

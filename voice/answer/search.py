@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import pickle
 import re
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from voice.answer import text as text_module
 from voice.answer.embed import COLLOQUIAL_TABLE, SentenceEncoder, cached_encode, to_written
 from voice.answer.kb import Entry, KnowledgeBase
 from voice.answer.text import Tokens, normalize, tokenize
+from voice.files import write_atomic
 
 log = logging.getLogger("voice")
 
@@ -222,11 +222,7 @@ class SearchIndex:
             pass  # absent, torn or from other code: build it
         index = cls(kb, encoder, cache_dir)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(index, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
+            write_atomic(path, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL), private=True)
         except OSError as exc:
             log.warning("could not cache the KB index in %s: %s", cache_dir, exc)
         return index
