@@ -686,3 +686,29 @@ def test_kb_embeddings_are_cached_by_text(tmp_path):
     changed = KnowledgeBase((replace(kb.entries[0], questions=("新問題",)), *kb.entries[1:]))
     AnswerEngine(changed, options, encoder=encoder)
     assert len(list(cache.glob("*.npy"))) == 2 and vectors.exists()  # a new key, the old kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我打咗四次嚟都冇人幫到我",  # contacts counted out loud
+        "I have emailed you three times already",
+        "nobody ever answers the phone there",
+        "你哋真係好專業，寄個包裹寄咗一個月",  # praise of "you people": sarcasm
+        "張單又多收錢，張單又多收錢",  # the same clause said twice
+        "唔好再叫我同部機講",
+    ],
+)
+def test_plain_word_frustration_is_negative(text):
+    from voice.answer.sentiment import detect
+
+    assert detect(text).label == "negative", detect(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["我打咗一次電話問過", "我想問下你哋寄唔寄去澳門", "I called once to ask about my bill"]
+)
+def test_counting_and_asking_alone_stay_calm(text):
+    from voice.answer.sentiment import detect
+
+    assert detect(text).label != "negative", detect(text)

@@ -29,7 +29,8 @@ NEGATIVE = {
     "再問多次": 1.5, "再問一次": 0.8, "我都問咗": 1.5, "頭先問咗": 1.0, "頭先講咗": 1.0,
     "都話咗": 1.5,
     # exasperation that needs no swear word
-    "咁都得": 1.2, "算啦": 1.0, "講極都唔明": 2.0,
+    "咁都得": 1.2, "算啦": 1.0, "講極都唔明": 2.0, "仲叫我等": 1.5, "仲要我等": 1.5,
+    "叫我等埋": 1.5, "同部機講": 1.5, "唔想再等": 1.5,
     # complaints, threats, distrust
     "投訴": 2.0, "報警": 2.5, "告你": 2.5, "律師": 2.0, "消委會": 2.0, "傳媒": 1.5, "退台": 1.0,
     "呃錢": 2.5, "呃人": 2.5, "騙子": 2.5, "黑店": 2.5, "老屈": 2.0, "唔負責任": 2.0,
@@ -87,6 +88,38 @@ PATTERNS = (
     ("一啲都唔", 1.5, re.compile(r"一啲都唔(?!麻煩|貴|難|緊要|介意|嬲|急|怪|煩|擔心)")),
     ("一啲都冇", 1.5, re.compile(r"一啲都冇(?!問題|所謂|緊要|事)")),
     ("好啦好啦", 1.2, re.compile(r"(好啦|得啦|係啦|知啦|ok啦)\s*\1")),
+    # contacts counted out loud: 打咗三次, 問咗幾次, called four times
+    (
+        "打咗幾次",
+        2.0,
+        re.compile(
+            r"(?:打|問|講|搵|追|嚟|send|email)咗\s*(?:[2-9]|\d{2}|[兩三四五六七八九十幾]|好多|無數)\s*(?:次|轉|個電話)"
+        ),
+    ),
+    (
+        "called n times",
+        2.0,
+        re.compile(
+            r"\b(?:called|phoned|rang|emailed|asked|chased)\b.{0,20}\b(?:two|three|four|five|six|"
+            r"several|many|[2-9]|\d{2})\s+times\b"
+        ),
+    ),
+    (
+        "nobody answers",
+        2.0,
+        re.compile(
+            r"\bno ?(?:one|body)\b.{0,10}\b(?:calls?|called|answers?|answered|repl(?:y|ies|ied)|gets? back|"
+            r"helps?|helped)\b"
+        ),
+    ),
+    # praise of "you people" with 真係 is, on a service line, nearly always sarcasm
+    (
+        "(sarcasm)",
+        2.0,
+        re.compile(
+            r"你(?:哋|們)\S{0,8}真係好?(?:叻|醒|有效率|專業|有良心|犀利|快手|有心|好人|好服務)"
+        ),
+    ),
 )
 # Praise with a sentence-final particle ("真係好有效率呀", "好嘢喎") is sarcasm when the call is
 # already a complaint; on its own it is left neutral, since the words alone cannot tell.
@@ -223,6 +256,12 @@ def _repeats(norm: str, history: tuple[str, ...]) -> int:
     return count
 
 
+def _says_twice(norm: str) -> bool:
+    """A clause said twice in one breath ("又係收年費，又係收年費"): insistence, not a question."""
+    clauses = [c for c in norm.split() if len(c) >= REPEAT_MIN_CHARS]
+    return len(clauses) != len(set(clauses))
+
+
 def detect(text: str, history: tuple[str, ...] = (), previous: float = 0.0) -> Sentiment:
     """Tone of `text`, given the caller's recent utterances and the previous turn's score.
 
@@ -249,6 +288,9 @@ def detect(text: str, history: tuple[str, ...] = (), previous: float = 0.0) -> S
     if sarcasm:
         raw += SARCASM_WEIGHT
         cues.append("(sarcasm)")
+    if _says_twice(norm):
+        raw += REPEAT_WEIGHT * 1.5
+        cues.append("(said twice)")
     if repeats := _repeats(norm, history):
         raw += REPEAT_WEIGHT * min(2, repeats)
         cues.append("(repeated)")
