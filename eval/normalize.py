@@ -26,7 +26,8 @@ from functools import lru_cache
 
 import jiwer
 
-from eval.numerals import numbers_to_digits
+from voice.data.chinese import converter
+from voice.numerals import numbers_to_digits
 
 NORMALIZER_VERSION = 1  # bump when a step changes, so figures from different versions are not mixed
 NUMBER_MODES = ("digits", "keep")  # Chinese numerals to Arabic digits, or leave them as written
@@ -70,13 +71,6 @@ def is_han(char: str) -> bool:
     )
 
 
-@lru_cache(maxsize=4)
-def _opencc(config: str):
-    import opencc
-
-    return opencc.OpenCC(config)
-
-
 class ToHalfWidth(jiwer.AbstractTransform):
     """NFC, then full-width ASCII forms to ASCII and the ideographic space to a space."""
 
@@ -98,8 +92,8 @@ class ToHongKongTraditional(jiwer.AbstractTransform):
 
     def process_string(self, s: str) -> str:
         if self.fold_variants:
-            s = _opencc("hk2s").convert(s)
-        return _opencc("s2hk").convert(s)
+            s = converter("hk2s").convert(s)
+        return converter("s2hk").convert(s)
 
 
 class NumbersToDigits(jiwer.AbstractTransform):

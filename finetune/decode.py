@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from functools import lru_cache
 
 import numpy as np
+
+from voice.data.chinese import to_hk
 
 log = logging.getLogger("voice")
 
@@ -118,19 +119,7 @@ def ct2_transcribe_tokens(ct2_model, features: np.ndarray, max_new_tokens: int =
     return [[t for t in r.sequences_ids[0] if t < EOT] for r in results]
 
 
-@lru_cache(maxsize=1)
-def _s2hk():
-    import opencc
-
-    return opencc.OpenCC("s2hk")
-
-
 _DROP = re.compile(r"[\s]+")
-
-
-def to_hk(text: str) -> str:
-    """Hong Kong Traditional characters (OpenCC s2hk)."""
-    return _s2hk().convert(text)
 
 
 def normalize_for_cer(text: str) -> str:

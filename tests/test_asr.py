@@ -10,8 +10,8 @@ from voice.asr import (
     collapse_repetitions,
     cut_phrase_loop,
     strip_hallucinations,
-    to_hk_traditional,
 )
+from voice.data.chinese import to_hk
 from voice.errors import ConfigError, ModelError
 from voice.types import Segment
 
@@ -32,7 +32,7 @@ def _segment(samples, start=0.0):
     ],
 )
 def test_output_is_converted_to_hk_traditional(raw, expected):
-    assert to_hk_traditional(raw) == expected
+    assert to_hk(raw) == expected
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ from eval.metrics import (
     wer_tokens,
 )
 from eval.normalize import NormalizeOptions, normalize
-from eval.numerals import chinese_to_int, numbers_to_digits
 from eval.vadscore import score_vad
 from voice.errors import VoiceError
+from voice.numerals import chinese_to_int, numbers_to_digits
 
 # --- normalisation ------------------------------------------------------------------------------
 

@@ -16,12 +16,12 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
+from voice.data.chinese import to_hk
 from voice.errors import ConfigError, ModelError
 from voice.features import STOCK_WINDOW_SECONDS, encoder_input, window_seconds_for
 from voice.models import ModelStore, read_card
@@ -258,7 +258,7 @@ class Transcriber:
                 "", compression_ratio=ratio, dropped="hallucination" if raw else "empty", **common
             )
         if o.convert_to_hk:
-            text = to_hk_traditional(text)
+            text = to_hk(text)
         return Transcript(text, compression_ratio=ratio, **common)
 
 
@@ -367,17 +367,6 @@ def strip_hallucinations(text: str) -> str:
     return "".join(kept).strip(" ，。,.")
 
 
-@lru_cache(maxsize=1)
-def _s2hk():
-    import opencc
-
-    return opencc.OpenCC("s2hk")
-
-
-def to_hk_traditional(text: str) -> str:
-    return _s2hk().convert(text)
-
-
 def _rms_dbfs(samples: np.ndarray) -> float:
     if samples.size == 0:
         return -math.inf
@@ -393,5 +382,4 @@ __all__ = [
     "collapse_repetitions",
     "cut_phrase_loop",
     "split_prompt_suffix",
-    "to_hk_traditional",
 ]

@@ -7,6 +7,9 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
+from voice.data.chinese import to_hk
+from voice.numerals import chinese_to_int
+
 # Characters that carry little meaning in a spoken query: pronouns, particles, fillers. They are
 # dropped as single-character terms; a bigram is kept unless both of its characters are here.
 STOP_CHARS = frozenset(
@@ -42,19 +45,6 @@ _ORDER_CUE_RE = re.compile(
     re.IGNORECASE,
 )
 _BARE_ORDER_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{1,2}\s?\d{5,10}|\d{5,12})(?![A-Za-z0-9])")
-
-
-@lru_cache(maxsize=1)
-def _opencc():
-    import opencc
-
-    return opencc.OpenCC("s2hk")
-
-
-@lru_cache(maxsize=4096)
-def to_hk(text: str) -> str:
-    """Convert any Chinese text to Hong Kong Traditional characters (OpenCC `s2hk`)."""
-    return _opencc().convert(text)
 
 
 @lru_cache(maxsize=65536)
@@ -131,27 +121,11 @@ def tokenize(text: str) -> Tokens:
     return Tokens(tuple(chars), tuple(sounds), syllables)
 
 
-def chinese_to_int(numeral: str) -> int:
-    """Read a Chinese numeral: digit strings (八五三二一 = 85321) or positional (三百二十 = 320)."""
-    if not any(ch in CHINESE_UNITS for ch in numeral):
-        return int("".join(str(CHINESE_DIGITS[ch]) for ch in numeral))
-    total, section, digit = 0, 0, 0
-    for ch in numeral:
-        if ch in CHINESE_DIGITS:
-            digit = CHINESE_DIGITS[ch]
-        elif ch == "萬":
-            total += (section + digit) * 10_000
-            section, digit = 0, 0
-        else:
-            section += (digit or 1) * CHINESE_UNITS[ch]
-            digit = 0
-    return total + section + digit
-
-
 def _spoken_digits(numeral: str) -> str:
     """A Chinese numeral as digits, keeping leading zeros of digit strings (零零七 = 007)."""
     if any(ch in CHINESE_UNITS for ch in numeral):
-        return str(chinese_to_int(numeral))
+        value = chinese_to_int(numeral)
+        return numeral if value is None else str(value)
     return "".join(str(CHINESE_DIGITS[ch]) for ch in numeral)
 
 
@@ -161,7 +135,7 @@ def read_numbers(text: str) -> str:
     Short digit runs are left alone because they are usually words (一齊, 三星, 一下).
     """
     text = _DIGITS_RUN_RE.sub(lambda m: _spoken_digits(m.group()), text)
-    return _POSITIONAL_RE.sub(lambda m: str(chinese_to_int(m.group())), text)
+    return _POSITIONAL_RE.sub(lambda m: _spoken_digits(m.group()), text)
 
 
 def extract_order_id(text: str) -> str | None:
@@ -189,7 +163,6 @@ __all__ = [
     "jyutping",
     "stem",
     "to_hk",
-    "chinese_to_int",
     "read_numbers",
     "extract_order_id",
     "english_ratio",

@@ -1,4 +1,5 @@
-"""Checks on transcript characters: Simplified forms, characters outside Traditional Chinese."""
+"""Chinese characters: conversion to Hong Kong Traditional (OpenCC, one converter per table for
+the process) and checks for Simplified forms and characters outside Traditional Chinese."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ TRADITIONAL_TOO = set(
 
 
 @functools.cache
-def _converter(config: str):
+def converter(config: str):
+    """The OpenCC converter for `config` ("s2hk", "hk2s", ...), built once."""
     import opencc
 
     return opencc.OpenCC(config)
@@ -26,7 +28,7 @@ def _converter(config: str):
 
 def to_hk(text: str) -> str:
     """Convert Simplified (or mixed) Chinese to Hong Kong Traditional characters (OpenCC s2hk)."""
-    return _converter("s2hk").convert(text)
+    return converter("s2hk").convert(text)
 
 
 def is_cjk(ch: str) -> bool:
@@ -50,8 +52,8 @@ def simplified_chars(text: str) -> list[str]:
     """
     if not any(is_cjk(ch) for ch in text):
         return []
-    hk = _converter("s2hk").convert(text)
-    tw = _converter("s2t").convert(text)
+    hk = converter("s2hk").convert(text)
+    tw = converter("s2t").convert(text)
     if len(hk) != len(text) or len(tw) != len(text):
         return sorted(set(text) - set(hk) - TRADITIONAL_TOO)
     found = {c for c, h, t in zip(text, hk, tw, strict=True) if c != h and c != t}
