@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from voice.errors import VoiceError
+from voice.files import write_atomic
 
 log = logging.getLogger("voice")
 
@@ -57,9 +58,7 @@ def convert(model, processor, base_dir: Path, stage: Path, quantization: str = "
 
 def write_card(stage: Path, card: dict) -> None:
     """model_card.json, UTF-8, keys as written."""
-    tmp = stage / ".model_card.json.tmp"
-    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(stage / "model_card.json")
+    write_atomic(stage / "model_card.json", json.dumps(card, ensure_ascii=False, indent=2) + "\n")
 
 
 def publish(stage: Path, out: Path, force: bool) -> Path:

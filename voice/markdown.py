@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from voice.files import write_atomic
+
 
 def update_section(path: str | Path, heading: str, body: str) -> None:
     """Replace the section that starts with the line `heading` (up to the next `## `), or
@@ -21,6 +23,4 @@ def update_section(path: str | Path, heading: str, body: str) -> None:
         )
         rest = "".join(lines[end:])
         text = "".join(lines[:start]) + body + ("\n" + rest if rest else "")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)

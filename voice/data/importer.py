@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from voice.data.manifest import (
     load_manifest,
     write_manifest,
 )
+from voice.files import write_atomic
 
 log = logging.getLogger("voice")
 
@@ -473,9 +473,7 @@ def carry_attribution(source_dir: Path, manifest: Path, entries: list[ManifestEn
             continue
         target = out_dir / f"{source_dir.name}_{path.name}"
         if not target.is_file() or target.read_bytes() != path.read_bytes():
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(path, tmp)
-            tmp.replace(target)
+            write_atomic(target, path.read_bytes())
         files.append(target.name)
     licenses = sorted({str(e.extra["license"]) for e in entries if e.extra.get("license")})
     sidecar = attribution_path(manifest)
@@ -484,9 +482,7 @@ def carry_attribution(source_dir: Path, manifest: Path, entries: list[ManifestEn
         "licenses": licenses,
         "files": files,
     }
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(sidecar)
+    write_atomic(sidecar, json.dumps(body, ensure_ascii=False, indent=2) + "\n")
     return sidecar
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from voice.errors import VoiceError
+from voice.files import write_atomic
 
 log = logging.getLogger("voice")
 
@@ -231,9 +232,7 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry]) -> Path:
     lines = [
         json.dumps(entry.to_dict(manifest_dir), ensure_ascii=False) + "\n" for entry in entries
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, "".join(lines))
     log.debug("wrote %d lines to %s", len(lines), path)
     return path
 
