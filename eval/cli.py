@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "manifests", nargs="+", metavar="MANIFEST",
-        help="JSONL manifest(s) (see DESIGN.md); --split, --limit, --seen-in and --mode apply "
+        help="JSONL manifest(s) (format: recordings/README.md); --split, --limit, --seen-in and --mode apply "
         "to each",
     )  # fmt: skip
     add_asr_args(p)

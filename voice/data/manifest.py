@@ -1,4 +1,4 @@
-"""The recording manifest (NeMo-style JSONL, see DESIGN.md): load, validate and write it."""
+"""The recording manifest (NeMo-style JSONL, documented in recordings/README.md): load, validate and write it."""
 
 from __future__ import annotations
 
