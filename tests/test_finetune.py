@@ -12,6 +12,8 @@ from finetune.config import FinetuneOptions
 from voice.errors import VoiceError
 from voice.models import ModelStore
 
+pytestmark = pytest.mark.slow  # each fine-tune of the tiny model takes 10-60 s
+
 CARD_KEYS = {
     "name", "base_model", "window_seconds", "created", "manifest", "manifest_sha256",
     "train_hours", "train_utterances", "options", "dev_cer", "test_cer", "quantization",
