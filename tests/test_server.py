@@ -23,7 +23,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from voice.audio import mulaw_encode
-from voice.server.logs import redact
+from voice.server.pii import redact
 from voice.server.serializers import ProtocolError, Start, audiosocket, rawstream, twilio
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,20 +49,22 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _serve(tmp: Path, *args: str):
-    """A `voice serve` subprocess on free loopback ports, up and answering /healthz."""
+def _serve(tmp: Path, *args: str, verbose: bool = False):
+    """A `voice serve` subprocess on free loopback ports, up and answering /healthz (over HTTPS,
+    certificate unchecked, when `args` hold --tls-cert)."""
     port, as_port = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "voice", "serve", "--port", str(port),
+    tls = "--tls-cert" in args
+    cmd = [sys.executable, "-m", "voice", *(["-v"] if verbose else []), "serve", "--port", str(port),
            "--audiosocket-port", str(as_port), "--db", str(tmp / "calls.sqlite3"), *args]  # fmt: skip
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"server exited: {(tmp / 'server.log').read_text()[-2000:]}")
         try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+            if httpx.get(base + "/healthz", timeout=1, verify=not tls).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.3)
@@ -70,7 +72,8 @@ def _serve(tmp: Path, *args: str):
         proc.kill()
         pytest.fail("server did not start")
     try:
-        yield SimpleNamespace(http=base, ws=f"ws://127.0.0.1:{port}", as_port=as_port, proc=proc,
+        yield SimpleNamespace(http=base, ws=f"{'wss' if tls else 'ws'}://127.0.0.1:{port}",
+                              as_port=as_port, proc=proc,
                               log=tmp / "server.log")  # fmt: skip
     finally:
         proc.terminate()
@@ -473,7 +476,7 @@ def test_bad_input_gets_defined_responses_and_other_calls_are_unaffected(server,
 
 def test_logs_are_json_lines_without_personal_data(server):
     lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
-    assert lines and all("level" in x and "msg" in x for x in lines)
+    assert lines and all("log.level" in x and "message" in x for x in lines)
     text = server.log.read_text()
     assert all(token not in text for token in TOKENS)
 
@@ -569,7 +572,7 @@ def test_slow_subscriber_is_dropped_and_never_blocks_the_call():
 
     async def run():
         hub = _hub(subscriber_queue=8)
-        call = SimpleNamespace(call_id="c", next_seq=1)
+        call = SimpleNamespace(call_id="c", next_seq=1, store_error=None)
         hub.store.open_call("c", "stream", None, None, {})
         slow, fast = hub.subscribe("c"), hub.subscribe(None)
         got = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,8 @@ class Upsampler2x:
         self._to_skip = self.delay
 
     def push(self, samples: np.ndarray) -> np.ndarray:
+        if not len(samples):  # np.convolve would swap its operands and invent two samples
+            return np.zeros(0, dtype=np.float32)
         stuffed = np.zeros(2 * len(samples))
         stuffed[::2] = samples
         buffer = np.concatenate([self._history, stuffed])
@@ -170,12 +173,35 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.nd
     samples = np.asarray(samples, dtype=np.float32)
     if rate == target or samples.size == 0:
         return samples
-    if rate == PHONE_RATE and target == SAMPLE_RATE:
-        up = Upsampler2x()
-        return np.concatenate([up.push(samples), up.flush()])
-    import soxr
+    resampler = Resampler(rate, target)
+    return np.concatenate([resampler.push(samples), resampler.flush()])
 
-    return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32)
+
+class Resampler:
+    """Mono float32 from `rate` to `target` Hz in pieces; the output does not depend on how the
+    input was cut (8 -> 16 kHz: `Upsampler2x`; other rates: soxr's stream, equal to its whole-
+    signal resampling)."""
+
+    def __init__(self, rate: int, target: int = SAMPLE_RATE):
+        self._up = Upsampler2x() if (rate, target) == (PHONE_RATE, SAMPLE_RATE) else None
+        self._soxr = None
+        if rate != target and self._up is None:
+            import soxr
+
+            self._soxr = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+
+    def push(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32)
+        if self._up is not None:
+            return self._up.push(samples)
+        if self._soxr is not None:
+            return self._soxr.resample_chunk(samples, last=last).astype(np.float32)
+        return samples
+
+    def flush(self) -> np.ndarray:
+        if self._up is not None:
+            return self._up.flush()
+        return self.push(np.zeros(0, np.float32), last=True)
 
 
 class StreamDecoder:
@@ -254,14 +280,7 @@ def read_audio(
     """
     import soundfile as sf
 
-    info = probe(path)
-    if not MIN_FILE_RATE <= info.sample_rate <= MAX_FILE_RATE:
-        raise AudioError(
-            f"{path}: implausible sample rate {info.sample_rate} Hz "
-            f"(expected {MIN_FILE_RATE}-{MAX_FILE_RATE}); is the header right?"
-        )
-    if info.frames == 0:
-        raise AudioError(f"{path}: the file holds no audio")
+    info = _readable(path)
     start = int(round(offset * info.sample_rate))
     if start >= info.frames:
         raise AudioError(f"{path}: offset {offset:.2f}s is past the end ({info.duration:.2f}s)")
@@ -291,6 +310,40 @@ def read_audio(
     return resample(mono, rate, target_rate)
 
 
+def read_audio_blocks(
+    path: str | Path, block_seconds: float = 30.0, target_rate: int = SAMPLE_RATE
+) -> Iterator[np.ndarray]:
+    """`read_audio(path)` in pieces of about `block_seconds` (mono float32 at `target_rate`), so a
+    long file never sits decoded in memory; joined, the pieces equal `read_audio(path)`."""
+    import soundfile as sf
+
+    info = _readable(path)
+    if info.channels > 1:
+        log.warning("%s: %d channels mixed down to mono", path, info.channels)
+    resampler = Resampler(info.sample_rate, target_rate)
+    frames = max(1, int(block_seconds * info.sample_rate))
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while (data := f.read(frames, dtype="float32", always_2d=True)).shape[0]:
+                yield resampler.push(data.mean(axis=1))
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from exc
+    yield resampler.flush()
+
+
+def _readable(path: str | Path) -> AudioInfo:
+    """The header of a file `read_audio` can use, or AudioError saying why not."""
+    info = probe(path)
+    if not MIN_FILE_RATE <= info.sample_rate <= MAX_FILE_RATE:
+        raise AudioError(
+            f"{path}: implausible sample rate {info.sample_rate} Hz "
+            f"(expected {MIN_FILE_RATE}-{MAX_FILE_RATE}); is the header right?"
+        )
+    if info.frames == 0:
+        raise AudioError(f"{path}: the file holds no audio")
+    return info
+
+
 def write_wav(
     path: str | Path, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16"
 ) -> None:
@@ -316,6 +369,7 @@ __all__ = [
     "PHONE_RATE",
     "AudioError",
     "AudioInfo",
+    "Resampler",
     "StreamDecoder",
     "Upsampler2x",
     "alaw_decode",
@@ -328,6 +382,7 @@ __all__ = [
     "pcm16_to_float",
     "probe",
     "read_audio",
+    "read_audio_blocks",
     "resample",
     "write_wav",
 ]

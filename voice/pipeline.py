@@ -142,6 +142,8 @@ class CallSession:
     # --- internals ----------------------------------------------------------------------------
 
     def _segments(self, samples: np.ndarray, final: bool) -> list[Segment]:
+        if not samples.size and not final:
+            return []  # no audio arrived (an empty frame, half a sample): no arrival to record
         now = self.clock()
         found = self.segmenter.push(samples) if samples.size else []
         if final:

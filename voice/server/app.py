@@ -6,8 +6,13 @@ Endpoints (token on all but /healthz; see auth.py for roles):
 - WS|GET(SSE) /calls/{id}/events   one call's events: stored ones first, then live
 - WS|GET(SSE) /events         every live call's events (supervisor view)
 - GET /calls, GET /calls/{id} call records; the latter with its events in order
-- POST /v1/transcribe         an audio file in the body -> its events as JSON
+- POST /v1/transcribe         an audio file in the body -> its events as JSON (413 over
+                              `max_upload_seconds` by its header; 503 while `max_uploads` run)
 - GET /healthz, GET /metrics, GET /config
+
+Ingest streams end at the limits in limits.py (no start: 1002, no audio: 4408, too long: 4413).
+A client that has not authenticated by header or query is read no further than its start
+message: anything else, or anything malformed, closes it.
 """
 
 from __future__ import annotations
@@ -16,18 +21,23 @@ import asyncio
 import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from types import ModuleType
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from voice.server.audit import audit
 from voice.server.auth import Authenticator, Principal, token_from
 from voice.server.calls import DROPPED, END, CallHub, CallRefused, LiveCall, Subscription
 from voice.server.config import ServerConfig
+from voice.server.limits import StreamLimits
+from voice.server.logs import RequestContext
 from voice.server.metrics import ServerMetrics
 from voice.server.serializers import (
     CLOSE_BAD_DATA,
@@ -39,6 +49,7 @@ from voice.server.serializers import (
     CLOSE_TRY_LATER,
     Audio,
     Dtmf,
+    Ignored,
     ProtocolError,
     Start,
     Stop,
@@ -52,6 +63,8 @@ log = logging.getLogger("voice")
 
 SEND_TIMEOUT_S = 5.0  # a close or final send that takes longer is abandoned
 END_WAIT_S = 30.0  # after hang-up, how long the ingest socket waits for the last events
+UPLOAD_RETRY_AFTER_S = 10  # Retry-After of an upload refused because others are running
+MAX_CLOSE_REASON = 123  # bytes of UTF-8 a WebSocket close reason may hold (RFC 6455 5.5)
 
 
 def create_app(
@@ -65,6 +78,7 @@ def create_app(
     metrics = ServerMetrics()
     auth = Authenticator(config.tokens, config.insecure_no_auth)
     state: dict = {}
+    uploads = asyncio.Semaphore(config.max_uploads)  # POST /v1/transcribe in progress
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -114,8 +128,11 @@ def create_app(
     def require(request: Request, permission: str) -> Principal | JSONResponse:
         principal, presented = principal_for(request)
         if principal is None:
+            if not presented:  # an unknown token is audited by auth.check
+                audit("authenticate", "failure", reason="no_token")
             return refuse(presented, "bad_token" if presented else "")
         if not principal.can(permission):
+            audit("authorize", "failure", principal, reason=f"needs {permission}")
             return refuse(True)
         return principal
 
@@ -141,6 +158,7 @@ def create_app(
         if isinstance(who, Response):
             return who
         calls = [c for c in hub().store.calls(500) if who.may_read(c["agent"], c["owner"])]
+        audit("calls.list", "success", who)
         return JSONResponse({"calls": calls})
 
     async def get_call(request: Request) -> Response:
@@ -150,7 +168,9 @@ def create_app(
         call_id = request.path_params["call_id"]
         record = hub().store.call(call_id)
         if record is None or not who.may_read(record["agent"], record["owner"]):
+            audit("call.read", "failure", who, call_id=call_id, reason="not_found")
             return JSONResponse({"error": f"no call {call_id}"}, 404)  # same for not yours
+        audit("call.read", "success", who, call_id=call_id)
         return JSONResponse(record)
 
     async def transcribe_upload(request: Request) -> Response:
@@ -160,20 +180,37 @@ def create_app(
         if request.headers.get("content-type", "").startswith("multipart/"):
             return JSONResponse({"error": "send the audio file itself as the request body, "
                                  "not a form: curl --data-binary @call.wav ..."}, 415)  # fmt: skip
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_upload_bytes:
-                return JSONResponse({"error": "file too large"}, 413)
-        if not body:
-            return JSONResponse({"error": "send the audio file as the request body"}, 400)
-        from voice.server.offline import transcribe_upload as run
+        if uploads.locked():  # refused, not queued: a queued upload would hold its body meanwhile
+            return JSONResponse({"error": f"{config.max_uploads} uploads are being transcribed; "
+                                 "try again later"}, 503,
+                                headers={"Retry-After": str(UPLOAD_RETRY_AFTER_S)})  # fmt: skip
+        async with uploads:
+            return await run_upload(request)
 
-        call_id = request.query_params.get("call_id", "upload")
-        try:
-            events = await run(hub(), bytes(body), call_id[:128])
-        except ValueError as exc:  # AudioError
-            return JSONResponse({"error": str(exc)}, 400)
+    async def run_upload(request: Request) -> Response:
+        from voice.server import offline
+
+        with tempfile.NamedTemporaryFile(suffix=".audio") as file:  # 0600, deleted on close
+            size = 0
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > config.max_upload_bytes:
+                        return JSONResponse({"error": "file too large"}, 413)
+                    file.write(chunk)
+            except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log
+                return Response(status_code=400)
+            if not size:
+                return JSONResponse({"error": "send the audio file as the request body"}, 400)
+            file.flush()
+            call_id = request.query_params.get("call_id", "upload")
+            try:
+                await asyncio.to_thread(offline.check_length, file.name, config.max_upload_seconds)
+                events = await offline.transcribe_upload(hub(), file.name, call_id[:128])
+            except offline.TooLong as exc:
+                return JSONResponse({"error": str(exc)}, 413)
+            except ValueError as exc:  # AudioError
+                return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse({"call_id": call_id, "events": events})
 
     # --- event subscriptions ------------------------------------------------------------------
@@ -199,14 +236,20 @@ def create_app(
         return sub, h.store.events(call_id)
 
     def authorize_subscription(conn, call_id: str | None) -> tuple[Principal | None, int]:
-        principal, _ = principal_for(conn)
+        principal, presented = principal_for(conn)
         if principal is None:
+            if not presented:  # an unknown token is audited by auth.check
+                audit("authenticate", "failure", reason="no_token")
             return None, 401
         if call_id is None:
-            return (principal, 200) if principal.can("all_calls") else (None, 403)
+            allowed = principal.can("all_calls")
+            audit("calls.subscribe", "success" if allowed else "failure", principal)
+            return (principal, 200) if allowed else (None, 403)
         record = hub().call_record(call_id)
         if record is None or not principal.may_read(record["agent"], record["owner"]):
+            audit("call.subscribe", "failure", principal, call_id=call_id, reason="not_found")
             return None, 404
+        audit("call.subscribe", "success", principal, call_id=call_id)
         return principal, 200
 
     async def events_ws(ws: WebSocket) -> None:
@@ -278,26 +321,37 @@ def create_app(
             return
         await ws.accept()
         talks_back = serializer is rawstream
+        limits = StreamLimits(config)
         call: LiveCall | None = None
         sender: asyncio.Task | None = None
         status, bad = "disconnected", 0
+        closing = (CLOSE_NORMAL, "")  # the close once the call has ended and its events are sent
 
-        async def reject(code: int, kind: str, message: str) -> None:
+        async def report(code: int, kind: str, message: str) -> None:
             metrics.errors.inc(protocol=protocol, kind=kind)
             log.warning("%s: %s", kind, message, extra={
                 "call_id": call.call_id if call else None, "protocol": protocol, "code": code})  # fmt: skip
             if talks_back:
                 await safe_send(ws, rawstream.error(kind, message))
-            await safe_close(ws, code, message[:120])
+
+        async def reject(code: int, kind: str, message: str) -> None:
+            await report(code, kind, message)
+            await safe_close(ws, code, message)
 
         try:
             while True:
-                timeout = None if call else config.start_timeout_s
+                if (limit := limits.expired()) is not None:
+                    if call is None:
+                        await reject(limit.close_code, limit.kind, limit.message)
+                        return
+                    # ended as at a hang-up: the audio received is transcribed and sent first
+                    await report(limit.close_code, limit.kind, limit.message)
+                    status, closing = limit.kind, (limit.close_code, limit.message)
+                    break
                 try:
-                    msg = await asyncio.wait_for(ws.receive(), timeout)
+                    msg = await asyncio.wait_for(ws.receive(), limits.wait())
                 except TimeoutError:
-                    await reject(CLOSE_PROTOCOL, "start_timeout", "no start message in time")
-                    return
+                    continue  # the check above says which limit it was
                 if msg["type"] == "websocket.disconnect":
                     break
                 data = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
@@ -309,16 +363,23 @@ def create_app(
                     return
                 try:
                     item = serializer.parse(data)
+                    if principal is None and not isinstance(item, Start | Ignored):
+                        # a client that has not authenticated is read no further than its start
+                        raise ProtocolError("unauthenticated", "send the start message, with its "
+                                            "token, first", True, CLOSE_POLICY)  # fmt: skip
                     if isinstance(item, Start):
                         if call is not None:
                             raise ProtocolError("start_twice", "start sent twice", fatal=True)
                         if principal is None:
                             principal = auth.check(item.token)
                         if principal is None or not principal.can("ingest"):
+                            if principal is None and not item.token:  # bad ones: by auth.check
+                                audit("authenticate", "failure", reason="no_token")
                             metrics.auth_failures.inc(reason="ingest")
                             await reject(CLOSE_POLICY, "unauthorized", "missing or invalid token")
                             return
                         call = hub().open(item, protocol, principal.name)
+                        limits.start()
                         if talks_back:
                             sub = hub().subscribe(call.call_id)
                             sender = asyncio.create_task(send_events(ws, sub, serializer))
@@ -327,15 +388,16 @@ def create_app(
                     elif isinstance(item, Audio):
                         if call is None:
                             raise ProtocolError("audio_before_start", "audio before start", True)
-                        call.feed(item.data)
+                        if limits.audio(item.data):
+                            call.feed(item.data)
                     elif isinstance(item, Dtmf) and call is not None:
                         call.dtmf(item.digit)
                     elif isinstance(item, Stop):
                         status = "completed"
                         break
                 except ProtocolError as exc:
-                    if exc.fatal:
-                        await reject(exc.close_code, exc.kind, str(exc))
+                    if exc.fatal or principal is None:  # no second chances before authentication
+                        await reject(exc.close_code or CLOSE_PROTOCOL, exc.kind, str(exc))
                         return
                     bad += 1
                     metrics.errors.inc(protocol=protocol, kind=exc.kind)
@@ -363,7 +425,7 @@ def create_app(
                     await asyncio.wait_for(sender, END_WAIT_S)
                 except (TimeoutError, Exception):
                     sender.cancel()
-            await safe_close(ws, CLOSE_NORMAL)
+            await safe_close(ws, *closing)
 
     async def send_events(ws: WebSocket, sub: Subscription, serializer: ModuleType) -> None:
         try:
@@ -397,7 +459,7 @@ def create_app(
         WebSocketRoute("/twilio", twilio_ws),
         WebSocketRoute("/stream", stream_ws),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestContext)])
     app.state.metrics = metrics
     app.state.config = config
     app.state.hubs = state
@@ -423,5 +485,6 @@ async def safe_send(ws: WebSocket, text: str) -> bool:
 async def safe_close(ws: WebSocket, code: int, reason: str = "") -> None:
     if ws.application_state == WebSocketState.DISCONNECTED:
         return
+    reason = reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")  # longer is not sent
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(code, reason), SEND_TIMEOUT_S)

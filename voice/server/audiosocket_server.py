@@ -3,7 +3,8 @@
 The protocol carries no credentials, so the listener binds to `audiosocket_host` (loopback by
 default) and calls from it are owned by no agent: supervisors see them, or an agent when the
 bridge assigns it. Fatal errors are answered with an error frame (0xff, 1-byte code) and a
-closed connection; a hang-up or disconnect still transcribes the audio received.
+closed connection; a call silent for `idle_timeout_s` or longer than `max_call_seconds` gets a
+hang-up frame (0x00). A hang-up or disconnect, either way, still transcribes the audio received.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import logging
 
 from voice.server.calls import CallHub, CallRefused, LiveCall
 from voice.server.config import ServerConfig
+from voice.server.limits import StreamLimits
 from voice.server.serializers import Audio, Dtmf, ProtocolError, Start, Stop
-from voice.server.serializers.audiosocket import KIND_ERROR, Reader, frame
+from voice.server.serializers.audiosocket import KIND_ERROR, KIND_HANGUP, Reader, frame
 
 log = logging.getLogger("voice")
 
 PROTOCOL = "audiosocket"
 READ_BYTES = 65_536
-IDLE_TIMEOUT_S = 60.0  # a live call that sends nothing for this long is ended
 ERROR_CODES = {"protocol": 1, "overloaded": 2, "format": 3, "server": 4}  # our error frame codes
 
 
@@ -38,27 +39,37 @@ async def start_audiosocket(hub: CallHub, config: ServerConfig) -> asyncio.Serve
 async def _serve_connection(hub: CallHub, config: ServerConfig, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:  # fmt: skip
     parser = Reader(config.max_frame_bytes)
+    limits = StreamLimits(config)
     call: LiveCall | None = None
     status, bad = "disconnected", 0
 
-    async def fail(kind: str, message: str, code: str) -> None:
+    async def fail(kind: str, message: str, code: str | None) -> None:
+        """Count and log; answer with an error frame, or with a hang-up when `code` is None."""
         hub.metrics.errors.inc(protocol=PROTOCOL, kind=kind)
         log.warning("%s: %s", kind, message,
                     extra={"call_id": call.call_id if call else None, "protocol": PROTOCOL})  # fmt: skip
+        reply = (
+            frame(KIND_HANGUP) if code is None else frame(KIND_ERROR, bytes([ERROR_CODES[code]]))
+        )
         try:
-            writer.write(frame(KIND_ERROR, bytes([ERROR_CODES[code]])))
+            writer.write(reply)
             await asyncio.wait_for(writer.drain(), 2.0)
         except Exception:  # the peer may be gone already
             pass
 
     try:
         while True:
-            timeout = config.start_timeout_s if call is None else IDLE_TIMEOUT_S
-            try:
-                data = await asyncio.wait_for(reader.read(READ_BYTES), timeout)
-            except TimeoutError:
-                await fail("timeout", "no data in time", "protocol")
+            if (limit := limits.expired()) is not None:
+                # a silent call or one over the length limit is hung up, not failed: its audio is
+                # still transcribed (finish below)
+                await fail(limit.kind, limit.message, "protocol" if call is None else None)
+                if call is not None:
+                    status = limit.kind
                 return
+            try:
+                data = await asyncio.wait_for(reader.read(READ_BYTES), limits.wait())
+            except TimeoutError:
+                continue  # the check above says which limit it was
             if not data:
                 break
             for item in parser.feed(data):
@@ -69,11 +80,13 @@ async def _serve_connection(hub: CallHub, config: ServerConfig, reader: asyncio.
                         if call is not None:
                             raise ProtocolError("start_twice", "second UUID frame", fatal=True)
                         call = hub.open(item, PROTOCOL, owner=None)
+                        limits.start()
                     elif isinstance(item, Audio):
                         if call is None:
                             raise ProtocolError("audio_before_start", "audio before UUID", True)
                         call.set_sample_rate(item.sample_rate or 8_000)
-                        call.feed(item.data)
+                        if limits.audio(item.data):
+                            call.feed(item.data)
                     elif isinstance(item, Dtmf) and call is not None:
                         call.dtmf(item.digit)
                     elif isinstance(item, Stop):

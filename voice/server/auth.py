@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voice.errors import ConfigError
+from voice.server.audit import audit
 
 ROLES = ("agent", "supervisor", "admin")
 PERMISSIONS = {
@@ -92,7 +93,8 @@ class Authenticator:
         self.insecure = insecure_no_auth and not tokens
 
     def check(self, token: str | None) -> Principal | None:
-        """The principal for `token`, or None. Compares against every token in constant time."""
+        """The principal for `token`, or None. Compares against every token in constant time;
+        a token that matches none is a failed authentication, audited."""
         if self.insecure:
             return ANONYMOUS
         if not token:
@@ -102,6 +104,8 @@ class Authenticator:
         for known, principal in self._tokens:
             if hmac.compare_digest(known, presented):
                 found = principal
+        if found is None:  # audited here, so every transport's refusals are, whatever the route
+            audit("authenticate", "failure", reason="bad_token")
         return found
 
 

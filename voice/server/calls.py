@@ -1,40 +1,63 @@
 """Live calls and their subscribers: sessions fed from any carrier, events stored and fanned out.
 
 Every event is stored first (SQLite, in order, with a per-call `seq`), then offered to the
-call's subscribers and the all-calls (supervisor) subscribers. Subscriber queues are bounded:
-a subscriber that falls `subscriber_queue` events behind is dropped (counted), never waited for.
+call's subscribers and the all-calls (supervisor) subscribers. Store writes run on one store
+thread in the order they are made, so the event loop never waits for the disk and a call's
+events keep their order. Subscriber queues are bounded: a subscriber that falls
+`subscriber_queue` events behind is dropped (counted), never waited for.
+
+A call id is used once: a start naming an id that is live or stored is refused. A store failure
+ends its call (status `store_failed`, logged once): the slot is freed at once, subscribers get the
+end of the stream and the carrier's next audio is answered with `CallEnded`. Calls a crash left
+live are closed as `interrupted` when the hub starts; with `retention_days`, calls older than
+that are deleted at start and every `retention_check_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from voice.audio import AudioError, StreamDecoder
 from voice.pipeline import CallSession, StreamFormat
 from voice.server.config import ServerConfig
-from voice.server.logs import redact
 from voice.server.metrics import ServerMetrics
+from voice.server.pii import redact
 from voice.server.scheduler import AsrScheduler
-from voice.server.serializers import CLOSE_TRY_LATER, CLOSE_UNSUPPORTED, ProtocolError, Start
+from voice.server.serializers import (
+    CLOSE_POLICY,
+    CLOSE_SERVER_ERROR,
+    CLOSE_TRY_LATER,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+    Start,
+)
 from voice.server.store import Store
 from voice.types import Event, Segment, WarningEvent
 from voice.vad import VadOptions
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 END = {"type": "_end"}  # sentinel: the stream is over
 DROPPED = {"type": "_dropped"}  # sentinel: the subscriber was too slow and is cut off
 
 
 class CallRefused(Exception):
-    """A call that cannot start now (too many calls, duplicate id)."""
+    """A call that cannot start now (too many calls, an id already used)."""
 
     def __init__(self, reason: str, message: str, close_code: int = CLOSE_TRY_LATER):
         super().__init__(message)
         self.reason = reason
         self.close_code = close_code
+
+
+class CallEnded(CallRefused):
+    """A live call the server has ended (its events could not be stored): the transport answers
+    the carrier's next message by closing with `close_code`, as for a refused start."""
 
 
 class Subscription:
@@ -66,13 +89,14 @@ class Subscription:
 class LiveCall:
     """One call in progress: audio in, segments to the scheduler, events out in order."""
 
-    def __init__(self, hub: CallHub, start: Start, protocol: str, owner: str | None, seq: int):
+    def __init__(self, hub: CallHub, start: Start, protocol: str, owner: str | None):
         self.hub = hub
         self.call_id = start.call_id
         self.protocol = protocol
         self.agent = start.agent
         self.owner = owner
-        self.next_seq = seq
+        self.next_seq = 1
+        self.store_error: Exception | None = None  # set when the store failed: the call is over
         answer = hub.answer_engine.session(self.call_id) if hub.answer_engine else None
         stream = StreamFormat(start.encoding, start.sample_rate)
         self.session = CallSession(self.call_id, None, hub.vad_options, stream, answer)
@@ -93,6 +117,9 @@ class LiveCall:
 
     def feed(self, data: bytes) -> None:
         """Audio bytes in the call's encoding; finished utterances go to the scheduler."""
+        if self.store_error is not None:
+            raise CallEnded("store_failed", "the call could not be recorded and was ended",
+                            CLOSE_SERVER_ERROR)  # fmt: skip
         try:
             segments = self.session.feed(data)
         except AudioError as exc:
@@ -117,8 +144,7 @@ class LiveCall:
             log.exception("flushing %s failed", self.call_id, extra={"call_id": self.call_id})
         self._pending.put_nowait(None)
         await self._drain
-        self.hub.publish(self, self.session.end_event())
-        self.hub.close(self, status)
+        await self.hub.close(self, status, self.session.end_event())
 
     def _queue(self, segment: Segment) -> None:
         self._pending.put_nowait((segment, self.hub.scheduler.submit(self.call_id, segment)))
@@ -160,16 +186,22 @@ class CallHub:
         self.calls: dict[str, LiveCall] = {}
         self._call_subs: dict[str, set[Subscription]] = {}
         self._all_subs: set[Subscription] = set()
+        # One thread does every store write, first in first out: a call's events keep their order.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._expiry: asyncio.Task | None = None
         metrics.active_calls.read = lambda: len(self.calls)
         metrics.subscribers.read = lambda: (
             len(self._all_subs) + sum(len(s) for s in self._call_subs.values())
         )
+        self._tidy_store()
 
     def open(self, start: Start, protocol: str, owner: str | None) -> LiveCall:
-        """Start a call; raises CallRefused when the server is full or the id is live."""
-        if start.call_id in self.calls:
+        """Start a call; raises CallRefused when the server is full or the id was ever used."""
+        if start.call_id in self.calls or self.store.summary(start.call_id) is not None:
+            # Never reopened, whoever asks: a reused id would be shown the earlier call's events.
             self.metrics.calls_refused.inc(reason="duplicate")
-            raise CallRefused("duplicate", f"call {start.call_id} is already live", 1008)
+            raise CallRefused("duplicate", f"call id {start.call_id} is already in use; call ids "
+                              "are never reused", CLOSE_POLICY)  # fmt: skip
         if len(self.calls) >= self.config.max_calls:
             self.metrics.calls_refused.inc(reason="max_calls")
             raise CallRefused(
@@ -179,37 +211,36 @@ class CallHub:
             self.metrics.calls_refused.inc(reason="overloaded")
             raise CallRefused("overloaded", "server overloaded: try again later")
         meta = {**start.meta, "encoding": start.encoding, "sample_rate": start.sample_rate}
-        seq = self.store.open_call(start.call_id, protocol, start.agent, owner, meta)
-        call = LiveCall(self, start, protocol, owner, seq)
+        call = LiveCall(self, start, protocol, owner)
+        # Stays in `calls` until its end is stored, so the id is taken in memory or in the store.
         self.calls[call.call_id] = call
+        self._write(call, self.store.open_call, call.call_id, protocol, start.agent, owner, meta)
         self.metrics.calls.inc(protocol=protocol)
         log.info("call started", extra={"call_id": call.call_id, "protocol": protocol})
         return call
 
     def publish(self, call: LiveCall, event: Event) -> None:
         """Store an event, then offer it to the call's and the all-calls subscribers."""
-        data = {**event.to_dict(), "seq": call.next_seq}
-        call.next_seq += 1
-        self.store.add_event(call.call_id, data["seq"], data)
-        self.metrics.events.inc(type=data["type"])
-        if data["type"] == "transcript":
-            self.metrics.transcripts.inc()
-            self.metrics.latency.observe(data["latency_ms"] / 1000)
-            log.debug("transcript %s", redact(data["text"]), extra={"call_id": call.call_id})
-        for sub in [*self._call_subs.get(call.call_id, ()), *self._all_subs]:
-            if not sub.offer(data):
-                self._drop(sub)
+        if call.store_error is not None:
+            return  # the call is over: nothing more is recorded or sent
+        data, stored = self._store_event(call, event)
+        stored.add_done_callback(lambda _: self._fan_out(call, data))
 
     def warn(self, call_id: str, message: str) -> None:
         call = self.calls.get(call_id)
         if call is not None:
             self.publish(call, WarningEvent(call_id, message))
 
-    def close(self, call: LiveCall, status: str) -> None:
-        self.store.close_call(call.call_id, status)
-        self.calls.pop(call.call_id, None)
-        for sub in self._call_subs.pop(call.call_id, set()):
-            sub.offer(END)
+    async def close(self, call: LiveCall, status: str, last: Event) -> None:
+        """Store the last event and the call's status, free its slot, then send the last event:
+        a client that reads it may start its next call at once."""
+        if call.store_error is not None:
+            return  # _store_failed has released it
+        data, _ = self._store_event(call, last)
+        await asyncio.wait([self._write(call, self.store.close_call, call.call_id, status)])
+        if call.store_error is not None:
+            return  # one of these writes failed: _store_failed has released it
+        self._release(call, data)
         log.info("call ended: %s", status, extra={"call_id": call.call_id, "status": status})
 
     def subscribe(self, call_id: str | None) -> Subscription:
@@ -235,17 +266,94 @@ class CallHub:
         live = self.calls.get(call_id)
         if live is not None:
             return {"id": call_id, "agent": live.agent, "owner": live.owner, "status": "live"}
-        rows = self.store.db.execute(
-            "SELECT agent, owner, status FROM calls WHERE id=?", (call_id,)
-        ).fetchone()
-        if rows is None:
-            return None
-        return {"id": call_id, "agent": rows[0], "owner": rows[1], "status": rows[2]}
+        return self.store.summary(call_id)
 
     async def shutdown(self) -> None:
         for call in list(self.calls.values()):
             await call.finish("server_shutdown")
         await self.scheduler.stop()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        self._writer.shutdown(wait=True)  # the store is closed next: let the last write finish
+
+    # --- store --------------------------------------------------------------------------------
+
+    def _write(self, call: LiveCall, write: Callable[..., None], *args) -> asyncio.Future:
+        """Run a store write on the store thread after those queued before it. If it fails, the
+        call ends; callbacks added to the returned future run after that."""
+
+        def check(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self._store_failed(call, done.exception())
+
+        future = asyncio.get_running_loop().run_in_executor(self._writer, write, *args)
+        future.add_done_callback(check)
+        return future
+
+    def _store_failed(self, call: LiveCall, error: BaseException) -> None:
+        """End a call whose write failed: free its slot now, log once, try to mark it ended."""
+        if call.store_error is not None:
+            return  # already ended; its later writes fail or are moot
+        call.store_error = error
+        self.metrics.errors.inc(protocol=call.protocol, kind="store_failed")
+        log.error("storing call %s failed, call ended: %s", call.call_id, error, exc_info=error,
+                  extra={"call_id": call.call_id, "status": "store_failed"})  # fmt: skip
+        self._release(call)
+        # If this fails too, the row stays `live` and the next start marks it `interrupted`.
+        self._write(call, self.store.close_call, call.call_id, "store_failed")
+
+    def _release(self, call: LiveCall, last: dict[str, Any] | None = None) -> None:
+        """Free the call's slot, send its last event (if stored) and end its subscribers' streams."""
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        if last is not None:
+            self._fan_out(call, last)
+        for sub in self._call_subs.pop(call.call_id, set()):
+            sub.offer(END)
+
+    def _store_event(self, call: LiveCall, event: Event) -> tuple[dict[str, Any], asyncio.Future]:
+        """Number the call's next event and queue its write."""
+        data = {**event.to_dict(), "seq": call.next_seq}
+        call.next_seq += 1
+        return data, self._write(call, self.store.add_event, call.call_id, data["seq"], data)
+
+    def _fan_out(self, call: LiveCall, data: dict[str, Any]) -> None:
+        """Offer a stored event to the call's and the all-calls subscribers."""
+        if call.store_error is not None:
+            return  # not stored, or the call failed before: its subscribers were sent the end
+        self.metrics.events.inc(type=data["type"])
+        if data["type"] == "transcript":
+            self.metrics.transcripts.inc()
+            self.metrics.latency.observe(data["latency_ms"] / 1000)
+            log.debug("transcript %s", redact(data["text"]), extra={"call_id": call.call_id})
+        for sub in [*self._call_subs.get(call.call_id, ()), *self._all_subs]:
+            if not sub.offer(data):
+                self._drop(sub)
+
+    def _tidy_store(self) -> None:
+        """At start, before any call: close calls an earlier run left live, delete expired ones
+        and schedule the next expiry."""
+        if interrupted := self.store.interrupt_live():
+            log.warning("%d calls left live by an earlier run closed as interrupted", interrupted,
+                        extra={"status": "interrupted"})  # fmt: skip
+        if self.config.retention_days:
+            self._expire()
+            self._expiry = asyncio.get_running_loop().create_task(self._expire_every())
+
+    async def _expire_every(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.retention_check_s)
+            try:
+                await loop.run_in_executor(self._writer, self._expire)
+            except Exception:  # a locked or full disk now: try again next time
+                log.exception("deleting expired calls failed")
+
+    def _expire(self) -> None:
+        if deleted := self.store.expire(self.config.retention_days):
+            log.info("deleted %d calls older than %s days", deleted, self.config.retention_days)
 
     def _drop(self, sub: Subscription) -> None:
         self.metrics.subscribers_dropped.inc()

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from voice.errors import ConfigError
 
 LOOPBACK_NAMES = ("localhost",)
+TLS_VERSIONS = ("1.2", "1.3")  # values of tls_min_version
+DB_NAME = "voice_calls.sqlite3"
+
+
+def default_db_path() -> str:
+    """`$XDG_DATA_HOME/voice/voice_calls.sqlite3`, else `~/.local/share/voice/...`: a data folder
+    of the user's, never the directory the server happens to start in (nor a git checkout)."""
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    root = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return str(root / "voice" / DB_NAME)
 
 
 @dataclass(frozen=True)
@@ -18,15 +31,24 @@ class ServerConfig:
     port: int = 8080
     audiosocket_host: str = "127.0.0.1"  # AudioSocket carries no credentials: keep it private
     audiosocket_port: int | None = None  # None: no AudioSocket listener
+    audiosocket_allow_remote: bool = False  # AudioSocket is plain TCP without auth: a host other
+    # than loopback must be asked for explicitly (a private VLAN, or an SSH/WireGuard tunnel)
     tokens: dict[str, dict[str, str]] = field(default_factory=dict)  # token -> {role, name}
     insecure_no_auth: bool = False  # every client is a supervisor; loopback hosts only
     tls_cert: str | None = None  # PEM certificate; with tls_key, serve HTTPS/WSS
     tls_key: str | None = None
-    db_path: str = "voice_calls.sqlite3"  # SQLite store of calls and their events
+    tls_min_version: str = "1.3"  # oldest TLS accepted: "1.3", or "1.2" for older clients
+    db_path: str = field(default_factory=default_db_path)  # SQLite store of calls and events;
+    # created 0600 (its WAL files too) in a 0700 folder when the folder is new
+    retention_days: int = 0  # calls started longer ago are deleted with their events (0: kept)
+    retention_check_s: float = 3600.0  # how often expired calls are deleted (and once at start)
     max_calls: int = 32  # concurrent live calls; more are refused (close 1013 / HTTP 503)
     max_frame_bytes: int = 64 * 1024  # largest WebSocket message / AudioSocket frame accepted
     max_bad_messages: int = 50  # malformed messages tolerated per call before it is closed
     start_timeout_s: float = 10.0  # a stream must send its start message within this time
+    idle_timeout_s: float = 30.0  # a started call that sends no audio this long is ended (close
+    # 4408 / AudioSocket hang-up); empty audio frames do not count as audio
+    max_call_seconds: float = 4 * 3600.0  # a call is ended this long after its start (close 4413)
     batch_max: int = 8  # segments decoded in one encoder call
     batch_wait_ms: int = 10  # after the first segment arrives, wait this long for others
     max_queue_seconds: float = 6.0  # bound on the ASR queue's estimated time to clear (see
@@ -35,6 +57,9 @@ class ServerConfig:
     max_queue_segments: int = 64  # hard bound on queued segments whatever the estimate
     subscriber_queue: int = 256  # events buffered per subscriber before it is dropped as slow
     max_upload_bytes: int = 50 * 1024 * 1024  # POST /v1/transcribe body limit
+    max_upload_seconds: float = 2 * 3600.0  # longer audio is refused (413) from its header,
+    # before decoding: a few MB of compressed silence can decode to gigabytes
+    max_uploads: int = 2  # uploads transcribed at once; more get 503 with Retry-After
     kb_watch_seconds: float = 5.0  # how often the KB file is checked for edits (0: never)
 
     def validate(self) -> ServerConfig:
@@ -49,12 +74,27 @@ class ServerConfig:
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_min_version not in TLS_VERSIONS:
+            raise ConfigError(f"tls_min_version must be one of {', '.join(TLS_VERSIONS)}")
+        remote = self.audiosocket_port is not None and not is_loopback(self.audiosocket_host)
+        if remote and not self.audiosocket_allow_remote:
+            raise ConfigError(
+                f"AudioSocket is plain TCP without authentication: refusing to listen on "
+                f"{self.audiosocket_host}; pass --audiosocket-allow-remote if that network is "
+                "private to the PBX"
+            )
         if not 1 <= self.batch_max <= 64:
             raise ConfigError("batch_max must be between 1 and 64")
         if self.max_queue_seconds <= 0 or self.max_queue_segments < 1:
             raise ConfigError("queue bounds must be positive")
         if self.start_timeout_s <= 0:
             raise ConfigError("start_timeout_s must be positive")
+        if self.idle_timeout_s <= 0 or self.max_call_seconds <= 0:
+            raise ConfigError("idle_timeout_s and max_call_seconds must be positive")
+        if self.max_upload_seconds <= 0 or self.max_uploads < 1:
+            raise ConfigError("max_upload_seconds must be positive and max_uploads at least 1")
+        if self.retention_days < 0 or self.retention_check_s <= 0:
+            raise ConfigError("retention_days must be 0 (keep) or more; retention_check_s > 0")
         if self.kb_watch_seconds < 0:
             raise ConfigError("kb_watch_seconds must be 0 (off) or positive")
         if self.max_frame_bytes < 320:

@@ -1,11 +1,15 @@
-"""SQLite store of calls and their events, in order, so nothing said is lost.
+"""SQLite store of calls and their events, in order, owner-only on disk, kept as long as allowed.
 
 Transcripts are stored in full (readers are access-controlled); logs carry masked text only.
+Threads: the write methods are called from one thread at a time (the hub's store thread), the
+read methods from the event loop. A file database gets a second connection for the writes, so with
+WAL a read never waits for a write or a checkpoint in progress.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -21,6 +25,19 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL, PRIMARY KEY (call_id, seq)
 );
 """
+MEMORY = ":memory:"
+PRIVATE_FILE = 0o600  # the database holds callers' words (PDPO personal data): owner only
+PRIVATE_DIR = 0o700  # a folder the store creates for its database
+SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's companions of the database file
+DAY_S = 86_400.0
+
+
+class CallIdTaken(Exception):
+    """A call with this id is already stored (live or finished): ids are never reused."""
+
+    def __init__(self, call_id: str):
+        super().__init__(f"call id {call_id} is already in the store")
+        self.call_id = call_id
 
 
 class Store:
@@ -28,36 +45,84 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        if self.path != MEMORY:
+            _make_private(Path(self.path))
+        self.db = self._connect()  # reads
+        # An in-memory database exists only on its own connection, so there it does both jobs.
+        self._writes = self.db if self.path == MEMORY else self._connect()
+        self._writes.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # Deleted transcripts are overwritten with zeros instead of lingering in free pages.
+        db.execute("PRAGMA secure_delete=ON")
+        return db
+
+    # --- writes (one thread at a time) --------------------------------------------------------
 
     def open_call(self, call_id: str, protocol: str, agent: str | None, owner: str | None,
-                  meta: dict[str, Any]) -> int:  # fmt: skip
-        """Record a call starting (or resuming); returns the next event sequence number."""
-        self.db.execute(
-            "INSERT INTO calls (id, protocol, agent, owner, started_at, status, meta) "
-            "VALUES (?, ?, ?, ?, ?, 'live', ?) ON CONFLICT(id) DO UPDATE SET status='live', "
-            "ended_at=NULL",
-            (call_id, protocol, agent, owner, time.time(), json.dumps(meta, ensure_ascii=False)),
-        )
-        row = self.db.execute("SELECT MAX(seq) FROM events WHERE call_id=?", (call_id,)).fetchone()
-        return (row[0] or 0) + 1
+                  meta: dict[str, Any]) -> None:  # fmt: skip
+        """Record a new live call; raises CallIdTaken if the id is stored already."""
+        try:
+            self._writes.execute(
+                "INSERT INTO calls (id, protocol, agent, owner, started_at, status, meta) "
+                "VALUES (?, ?, ?, ?, ?, 'live', ?)",
+                (call_id, protocol, agent, owner, time.time(),
+                 json.dumps(meta, ensure_ascii=False)),
+            )  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise CallIdTaken(call_id) from None
 
     def add_event(self, call_id: str, seq: int, data: dict[str, Any]) -> None:
-        self.db.execute(
+        self._writes.execute(
             "INSERT INTO events (call_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
             (call_id, seq, data.get("type", "event"), time.time(),
              json.dumps(data, ensure_ascii=False)),
         )  # fmt: skip
 
     def close_call(self, call_id: str, status: str) -> None:
-        self.db.execute(
+        self._writes.execute(
             "UPDATE calls SET ended_at=?, status=? WHERE id=?", (time.time(), status, call_id)
         )
+
+    def interrupt_live(self) -> int:
+        """Close calls still marked live (the server stopped without ending them) as
+        `interrupted`; returns how many. Only for start-up, before any call is taken."""
+        return self._writes.execute(
+            "UPDATE calls SET ended_at=?, status='interrupted' WHERE status='live'", (time.time(),)
+        ).rowcount
+
+    def expire(self, days: float, now: float | None = None) -> int:
+        """Delete finished calls that started more than `days` ago, with their events; returns
+        how many calls went."""
+        cutoff = (time.time() if now is None else now) - days * DAY_S
+        old = "SELECT id FROM calls WHERE started_at < ? AND status != 'live'"
+        db = self._writes
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
+            deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if deleted and self.path != MEMORY:
+            # The WAL still holds the deleted pages until a checkpoint copies and truncates it.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def summary(self, call_id: str) -> dict[str, Any] | None:
+        """Who a stored call belongs to and its status, without its events; None if unknown."""
+        row = self.db.execute(
+            "SELECT agent, owner, status FROM calls WHERE id=?", (call_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {"id": call_id, "agent": row[0], "owner": row[1], "status": row[2]}
 
     def call(self, call_id: str) -> dict[str, Any] | None:
         """A call's record with its events in order, or None."""
@@ -88,6 +153,8 @@ class Store:
         return [self._record(r) for r in rows]
 
     def close(self) -> None:
+        if self._writes is not self.db:
+            self._writes.close()
         self.db.close()
 
     @staticmethod
@@ -96,3 +163,23 @@ class Store:
         record = dict(zip(keys, row, strict=True))
         record["meta"] = json.loads(record["meta"])
         return record
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file owner-only before SQLite opens it (SQLite gives its -wal and -shm
+    files the database file's mode), in an owner-only folder if the folder is new; take group and
+    other access away from files an older version created."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True)
+        path.parent.chmod(PRIVATE_DIR)  # chmod, not mkdir's mode: that one is filtered by umask
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE))
+    for file in [path, *(path.with_name(path.name + s) for s in SIDE_FILES)]:
+        try:
+            mode = file.stat().st_mode & 0o777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except (FileNotFoundError, PermissionError):  # absent, or not ours to change
+            pass
+
+
+__all__ = ["CallIdTaken", "Store"]

@@ -18,13 +18,19 @@ CLOSE_POLICY = 1008  # missing or invalid token, role not allowed
 CLOSE_TOO_BIG = 1009  # oversized frame
 CLOSE_SERVER_ERROR = 1011
 CLOSE_TRY_LATER = 1013  # overloaded: too many calls or ASR queue full
+# Private-use codes (RFC 6455 4000-4999) for limits the server sets, numbered after the HTTP status
+# that means the same, so clients can tell them apart from errors
+CLOSE_IDLE = 4408  # no audio for `idle_timeout_s` after the start (HTTP 408 Request Timeout)
+CLOSE_CALL_TOO_LONG = 4413  # the call reached `max_call_seconds` (HTTP 413 Content Too Large)
+MAX_CALL_ID = 128  # characters: ids are stored, logged and shown, a carrier's are far shorter
 
 
 class ProtocolError(ValueError):
     """A message the carrier's format does not allow.
 
     `fatal` errors end the call with `close_code`; the others are counted under `kind` and the
-    message is ignored.
+    message is ignored, except from a client that has not authenticated yet, which is closed with
+    `close_code` (1002 unless set).
     """
 
     def __init__(self, kind: str, message: str, fatal: bool = False, close_code: int = 0):
@@ -41,7 +47,9 @@ class Start:
     call_id: str
     encoding: str = "mulaw"
     sample_rate: int = 8_000
-    token: str | None = None  # a credential carried inside the protocol (Twilio customParameters)
+    # a credential carried inside the protocol (Twilio customParameters); kept out of repr() so
+    # no log line or traceback that prints a Start can show it
+    token: str | None = field(default=None, repr=False)
     agent: str | None = None  # the agent the call is assigned to, if the bridge says
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -88,7 +96,8 @@ Inbound = Start | Audio | Dtmf | Mark | Stop | Ignored
 __all__ = [
     "Audio", "Dtmf", "Ignored", "Inbound", "Mark", "ProtocolError", "Start", "Stop",
     "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_UNSUPPORTED", "CLOSE_BAD_DATA", "CLOSE_POLICY",
-    "CLOSE_TOO_BIG", "CLOSE_SERVER_ERROR", "CLOSE_TRY_LATER",
+    "CLOSE_TOO_BIG", "CLOSE_SERVER_ERROR", "CLOSE_TRY_LATER", "CLOSE_IDLE", "CLOSE_CALL_TOO_LONG",
+    "MAX_CALL_ID",
 ]  # fmt: skip
 
 
@@ -97,7 +106,27 @@ def json_object(message: str) -> dict[str, Any]:
     try:
         data = json.loads(message)
     except json.JSONDecodeError as exc:
-        raise ProtocolError("bad_json", f"malformed JSON: {exc.msg}") from None
+        raise ProtocolError(
+            "bad_json", f"malformed JSON: {exc.msg}", close_code=CLOSE_BAD_DATA
+        ) from None
+    except RecursionError:  # `[[[[...` a few thousand deep: the decoder recurses per level
+        raise ProtocolError(
+            "bad_json", "JSON nested too deeply", close_code=CLOSE_BAD_DATA
+        ) from None
     if not isinstance(data, dict):
-        raise ProtocolError("bad_json", "message is not a JSON object")
+        raise ProtocolError("bad_json", "message is not a JSON object", close_code=CLOSE_BAD_DATA)
     return data
+
+
+def call_id_of(value: Any) -> str:
+    """A start message's call id, or a fatal ProtocolError when it is not a short string."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CALL_ID:
+        raise ProtocolError("bad_message", f"call id must be a string of 1-{MAX_CALL_ID} "
+                            "characters", fatal=True)  # fmt: skip
+    return value
+
+
+def shown(value: Any) -> str:
+    """A client's value quoted in an error message: short, since errors are logged and sent back."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

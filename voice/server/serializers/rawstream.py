@@ -21,11 +21,12 @@ from voice.server.serializers import (
     ProtocolError,
     Start,
     Stop,
+    call_id_of,
     json_object,
+    shown,
 )
 
 RATES = (8_000, 16_000)
-MAX_CALL_ID = 128  # characters
 
 
 def parse(message: str | bytes) -> Inbound:
@@ -40,7 +41,7 @@ def parse(message: str | bytes) -> Inbound:
         return Stop("stop")
     if kind == "dtmf":
         return Dtmf(str(data.get("digit", ""))[:1])
-    raise ProtocolError("unknown_event", f"unknown message type {kind!r}")
+    raise ProtocolError("unknown_event", f"unknown message type {shown(kind)}")
 
 
 def _start(data: dict) -> Start:
@@ -49,21 +50,18 @@ def _start(data: dict) -> Start:
     if encoding not in ENCODINGS:
         raise ProtocolError(
             "bad_format",
-            f"unsupported encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}",
+            f"unsupported encoding {shown(encoding)}; expected one of {', '.join(ENCODINGS)}",
             fatal=True,
             close_code=CLOSE_UNSUPPORTED,
         )
     if rate not in RATES:
         raise ProtocolError(
             "bad_format",
-            f"unsupported sample_rate {rate!r}; expected 8000 or 16000",
+            f"unsupported sample_rate {shown(rate)}; expected 8000 or 16000",
             fatal=True,
             close_code=CLOSE_UNSUPPORTED,
         )
-    call_id = data.get("call_id") or uuid.uuid4().hex
-    if not isinstance(call_id, str) or len(call_id) > MAX_CALL_ID:
-        raise ProtocolError("bad_message", "call_id must be a string of at most 128 characters",
-                            fatal=True)  # fmt: skip
+    call_id = call_id_of(data.get("call_id") or uuid.uuid4().hex)
     token, agent = data.get("token"), data.get("agent")
     return Start(
         call_id=call_id,

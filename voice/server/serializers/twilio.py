@@ -13,6 +13,7 @@ from typing import Any
 
 from voice.server.serializers import (
     CLOSE_UNSUPPORTED,
+    MAX_CALL_ID,
     Audio,
     Dtmf,
     Ignored,
@@ -21,7 +22,9 @@ from voice.server.serializers import (
     ProtocolError,
     Start,
     Stop,
+    call_id_of,
     json_object,
+    shown,
 )
 
 MEDIA_ENCODING = "audio/x-mulaw"  # the only encoding Twilio streams
@@ -47,7 +50,7 @@ def parse(message: str | bytes) -> Inbound:
         return Dtmf(str(_obj(data, "dtmf").get("digit", ""))[:1])
     if event == "stop":
         return Stop("stop")
-    raise ProtocolError("unknown_event", f"unknown Twilio event {event!r}")
+    raise ProtocolError("unknown_event", f"unknown Twilio event {shown(event)}")
 
 
 def encode(event: dict) -> str | None:
@@ -63,27 +66,32 @@ def _obj(data: dict, key: str) -> dict[str, Any]:
 
 
 def _start(data: dict) -> Start:
-    start = _obj(data, "start")
-    call_id = start.get("callSid") or data.get("streamSid") or start.get("streamSid")
-    if not isinstance(call_id, str) or not call_id:
-        raise ProtocolError("bad_message", "start has no callSid", fatal=True)
+    # Every field is checked for its type: the start may come from a client not yet authenticated.
+    start = data.get("start")
+    if not isinstance(start, dict):
+        raise ProtocolError("bad_message", "`start` must be an object", fatal=True)
+    call_id = call_id_of(start.get("callSid") or data.get("streamSid") or start.get("streamSid"))
     fmt = start.get("mediaFormat") or {}
+    if not isinstance(fmt, dict):
+        raise ProtocolError("bad_message", "`mediaFormat` must be an object", fatal=True)
     encoding = fmt.get("encoding", MEDIA_ENCODING)
     rate = fmt.get("sampleRate", MEDIA_RATE)
     if encoding != MEDIA_ENCODING or rate != MEDIA_RATE or fmt.get("channels", 1) != 1:
         raise ProtocolError(
             "bad_format",
-            f"unsupported media format {encoding} {rate} Hz; Twilio streams audio/x-mulaw 8000 Hz",
+            f"unsupported media format {shown(encoding)} {shown(rate)} Hz; Twilio streams "
+            "audio/x-mulaw 8000 Hz",
             fatal=True,
             close_code=CLOSE_UNSUPPORTED,
         )
     params = start.get("customParameters") or {}
     if not isinstance(params, dict):
         params = {}
+    tracks = start.get("tracks")
     meta = {
-        "streamSid": data.get("streamSid") or start.get("streamSid"),
-        "accountSid": start.get("accountSid"),
-        "tracks": start.get("tracks"),
+        "streamSid": _short(data.get("streamSid") or start.get("streamSid")),
+        "accountSid": _short(start.get("accountSid")),
+        "tracks": [t for t in tracks if _short(t)] if isinstance(tracks, list) else None,
     }
     token = params.get("token")
     agent = params.get("agent")
@@ -95,6 +103,11 @@ def _start(data: dict) -> Start:
         agent=str(agent) if agent else None,
         meta={k: v for k, v in meta.items() if v},
     )
+
+
+def _short(value: Any) -> str | None:
+    """A Twilio id kept in the call's metadata: short strings only (ids are 34 characters)."""
+    return value if isinstance(value, str) and len(value) <= MAX_CALL_ID else None
 
 
 def _media(data: dict) -> Audio | Ignored:
