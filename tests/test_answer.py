@@ -123,6 +123,7 @@ def test_kb_loads_xlsx(tmp_path):
     assert kb.entries[0].priority == "high"
 
 
+@pytest.mark.slow
 def test_reload_reaches_a_running_session(tmp_path):
     rows = [["N1", "網絡", "上唔到網|流動數據用唔到", "上網", "請重新開機", "Restart", ""]]
     path = write_kb(tmp_path / "kb.csv", rows)
@@ -409,6 +410,7 @@ def test_agitation_level_table(text_score, voice_score, level):
     assert agitation_level(text_score, voice_score, threshold=0.5) == level
 
 
+@pytest.mark.slow
 def test_raised_voice_raises_the_level_against_the_callers_own_calm_lines(engine, caller_lines):
     calm, agitated = caller_lines
     session = engine.session()
@@ -631,6 +633,7 @@ def test_cli_kb_check(tmp_path, capsys):
     assert "row 2 column answer" in err and "row 2 column priority" in err
 
 
+@pytest.mark.slow
 def test_bench_reports_latency():
     from voice.answer.bench import run_bench
 

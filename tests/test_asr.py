@@ -97,6 +97,7 @@ def test_invented_captions_are_removed(text, expected):
     assert strip_hallucinations(text) == expected
 
 
+@pytest.mark.slow
 def test_tiny_model_decodes_and_batches_like_single_calls(tiny_model_dir):
     t = Transcriber.load(
         tiny_model_dir,

@@ -80,6 +80,7 @@ def test_utterance_audio_holds_speech_and_pauses_are_quiet(corpus):
     assert np.sqrt(np.mean(speech**2)) > 3 * np.sqrt(np.mean(gap**2))
 
 
+@pytest.mark.slow
 def test_corpus_is_deterministic_whatever_the_worker_count(corpus, tmp_path):
     again = generate_corpus(tmp_path, SynthOptions(calls=CALLS, seed=0, workers=1, progress=False))
     assert again.read_text(encoding="utf-8") == corpus.read_text(encoding="utf-8")

@@ -43,6 +43,7 @@ def manifests(tmp_path_factory) -> tuple[Path, Path]:
 # --- several manifests, end to end with a real model ------------------------------------------
 
 
+@pytest.mark.slow
 def test_eval_runs_every_model_over_every_manifest(manifests, tiny_model_dir, tmp_path):
     a, b = manifests
     prompted = f"{tiny_model_dir}+prompt"

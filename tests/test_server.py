@@ -26,7 +26,7 @@ from voice.audio import mulaw_encode
 from voice.server.pii import redact
 from voice.server.serializers import ProtocolError, Start, audiosocket, rawstream, twilio
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # live servers and the tiny model
 
 TOKENS = {
     "agent-token-aaaaaaaaaaaa": {"role": "agent", "name": "agent-1"},

@@ -28,7 +28,7 @@ from voice.server.config import ServerConfig
 from voice.server.limits import StreamLimits
 from voice.server.serializers import audiosocket
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # live servers and the tiny model
 
 IDLE_S = 1.0  # --idle-timeout of the test server
 MAX_CALL_S = 3.0  # --max-call-seconds

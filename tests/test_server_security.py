@@ -28,7 +28,7 @@ from voice.answer.text import extract_order_id
 from voice.server import logs
 from voice.server.pii import redact
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # live servers and the tiny model
 
 ALICE = "SECRET-agent-q8w7e6r5t4y3u2i1"  # agent
 BOB = "SECRET-agent-m1n2b3v4c5x6z7l8"  # another agent

@@ -27,7 +27,7 @@ from voice.server.store import CallIdTaken, Store
 from voice.types import WarningEvent
 from voice.vad import VadOptions
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # live servers and the tiny model
 
 DAY = 86_400.0
 REPO = Path(__file__).parents[1]
