@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from voice.cliopts import add_option, on_off
 from voice.commands import add_asr_args
 
 EXIT_ABOVE_BAR = 1  # --fail-above: some model's CER is above the bar
@@ -13,6 +14,9 @@ EXIT_BAD_INPUT = 2  # bad manifest or options (as every VoiceError)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from eval.normalize import NUMBER_MODES, NormalizeOptions
+    from eval.runner import MODES, EvalOptions
+
     p = sub.add_parser(
         "eval",
         help="measure models on manifests: CER/MER/WER, latency, RTF, reports",
@@ -37,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(e.g. base+prompt, models/x+prompt) is model M decoded with the built-in "
         "spoken-Cantonese prompt, reported under that name",
     )  # fmt: skip
-    p.add_argument("--mode", choices=("utterance", "call"), default="utterance")
+    add_option(p, "--mode", EvalOptions(), choices=MODES,
+               help="utterance: each line's span; call: whole files through VAD + ASR")  # fmt: skip
     p.add_argument("--split", choices=("train", "dev", "test"), help="only lines of this split")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N lines (quick checks)")
-    p.add_argument(
-        "--numbers", choices=("digits", "keep"), default="digits",
-        help="Chinese numerals to Arabic digits before scoring (default) or keep them",
-    )  # fmt: skip
+    add_option(p, "--numbers", NormalizeOptions(), choices=NUMBER_MODES,
+               help="digits: Chinese numerals to Arabic digits before scoring; keep: as "
+               "written")  # fmt: skip
     add_normalize_args(p)
     p.add_argument(
         "--json", action="store_true",
@@ -90,7 +94,7 @@ def add_normalize_args(parser: argparse.ArgumentParser) -> None:
         if f.name in _NORMALIZE_HELP:
             parser.add_argument(
                 "--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
-                default=f.default, help=f"{_NORMALIZE_HELP[f.name]} (default: on)",
+                default=f.default, help=f"{_NORMALIZE_HELP[f.name]} (default: {on_off(f.default)})",
             )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from eval.normalize import NormalizeOptions, normalize
 from eval.results import ModelResult
 from eval.vadscore import VadScore, score_vad
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 MODES = ("utterance", "call")
 

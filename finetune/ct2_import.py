@@ -19,7 +19,7 @@ import numpy as np
 
 from voice.errors import ModelError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 SUPPORTED_BINARY_VERSIONS = (5, 6)  # model.bin versions whose layout this reader knows
 SOT, TRANSCRIBE, TRANSLATE, NO_TIMESTAMPS, EOT = 50258, 50359, 50358, 50363, 50257

@@ -14,7 +14,7 @@ from voice.errors import VoiceError
 from voice.features import STOCK_WINDOW_SECONDS, encoder_input, window_seconds_for
 from voice.types import SAMPLE_RATE
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 ENCODE_BATCH = 8  # utterances per CTranslate2/PyTorch encoder call while caching
 SPEED_RANGE = (0.9, 1.1)  # speed perturbation of augmented copies (Kaldi's 0.9/1.0/1.1 recipe)

@@ -10,7 +10,7 @@ import numpy as np
 
 from voice.data.chinese import to_hk
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 LANGUAGE = "zh"  # base Whisper has no `yue` token; Cantonese is transcribed under `zh`
 PROMPT = (50258, 50260, 50359, 50363)  # <|startoftranscript|><|zh|><|transcribe|><|notimestamps|>

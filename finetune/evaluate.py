@@ -12,7 +12,7 @@ from pathlib import Path
 
 from voice.errors import VoiceError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 
 def split_entries(manifest: str | Path, split: str | None) -> list:

@@ -11,7 +11,7 @@ from pathlib import Path
 from voice.errors import VoiceError
 from voice.files import write_atomic
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 COPIED_FROM_BASE = ("config.json", "tokenizer.json", "vocabulary.txt")  # decoding settings
 

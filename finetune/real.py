@@ -11,7 +11,7 @@ from pathlib import Path
 from finetune.config import AUTO_REAL
 from voice.errors import VoiceError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 PROJECT = Path(__file__).resolve().parents[1]
 HBL_SOURCE = PROJECT / "recordings" / "hbl-yue" / "manifest.jsonl"  # as shipped (CC BY)

@@ -18,7 +18,7 @@ import numpy as np
 from finetune.config import FinetuneOptions
 from voice.errors import VoiceError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"  # trainable weights, optimizer, counters: written every eval
 BEST = "best.pt"  # trainable weights with the best dev CER so far

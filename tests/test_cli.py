@@ -80,3 +80,117 @@ def test_transcribe_json_is_ordered_and_follows_the_contract(base_model_dir, dem
     starts = [e["start"] for e in transcripts]
     assert starts == sorted(starts)
     assert events[-1]["type"] == "end"
+
+
+# --- flag defaults come from the options dataclasses; loggers are named after their module --------
+
+
+def _changed(cls, **new):
+    """A subclass of the frozen options dataclass `cls` whose listed defaults differ."""
+    import dataclasses
+
+    fields = [(name, type(value), dataclasses.field(default=value)) for name, value in new.items()]
+    return dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), frozen=True)
+
+
+def test_serve_flags_take_their_defaults_from_server_config(monkeypatch):
+    import dataclasses
+
+    from voice.cli import build_parser
+    from voice.server import config
+    from voice.server.cli import CONFIG_FLAGS, config_from_args
+
+    real = config.ServerConfig
+    assert set(CONFIG_FLAGS.values()) <= {f.name for f in dataclasses.fields(real)}
+
+    def other(value):
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, (int, float)):
+            return value + 1
+        return {"127.0.0.1": "::1", "1.3": "1.2"}[value]
+
+    defaults = real()
+    new = {
+        f: other(getattr(defaults, f))
+        for f in CONFIG_FLAGS.values()
+        if getattr(defaults, f) is not None
+    }
+    monkeypatch.setattr(config, "ServerConfig", _changed(real, **new))
+    args = build_parser().parse_args(["serve"])
+    for dest, field in CONFIG_FLAGS.items():
+        assert getattr(args, dest) == getattr(config.ServerConfig(), field), dest
+    monkeypatch.setattr(config, "ServerConfig", real)
+    args = build_parser().parse_args(["serve", "--insecure-no-auth", "--db", "x.sqlite3"])
+    assert config_from_args(args) == real(insecure_no_auth=True, db_path="x.sqlite3")
+
+
+def test_asr_and_vad_flags_take_their_defaults_from_the_options(monkeypatch):
+    from voice import asr, vad
+    from voice.cli import build_parser
+
+    monkeypatch.setattr(asr, "AsrOptions", _changed(asr.AsrOptions, beam_size=3,
+                        compute_type="float32", window_seconds=10, hotwords=("a", "b")))  # fmt: skip
+    monkeypatch.setattr(vad, "VadOptions", _changed(vad.VadOptions, backend="silero",
+                                                    aggressiveness=3))  # fmt: skip
+    parser = build_parser()
+    for argv in (["transcribe", "x.wav"], ["demo"], ["eval", "m.jsonl"], ["serve"]):
+        args = parser.parse_args(argv)
+        got = (args.beam_size, args.compute_type, args.window, args.hotwords, args.vad,
+               args.vad_aggressiveness)  # fmt: skip
+        assert got == (3, "float32", 10, "a,b", "silero", 3), argv
+
+
+def test_flag_help_shows_the_dataclass_defaults():
+    from voice.asr import AsrOptions
+    from voice.server.config import ServerConfig
+
+    serve = " ".join(voice("serve", "--help").stdout.split())
+    assert f"(default {ServerConfig().max_calls})" in serve
+    assert f"(default {ServerConfig().port})" in serve and "default 1.3" in serve
+    transcribe = " ".join(voice("transcribe", "--help").stdout.split())
+    assert f"(default: {AsrOptions().beam_size})" in transcribe
+    assert f"(default {AsrOptions().compute_type})" in transcribe
+    assert "(default: webrtc)" in transcribe and "(default: 2)" in transcribe
+
+
+def test_each_module_logs_under_its_own_name():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    named = re.compile(r"""getLogger\(\s*["']voice["']\s*\)""")
+    shared = {
+        path.relative_to(root).as_posix()
+        for package in ("voice", "eval", "finetune")
+        for path in (root / package).rglob("*.py")
+        if named.search(path.read_text("utf-8"))
+    }
+    assert not shared, f"getLogger(__name__), not the shared 'voice' logger: {sorted(shared)}"
+    from voice import asr
+    from voice.server import scheduler
+
+    assert asr.log.name == "voice.asr" and scheduler.log.name == "voice.server.scheduler"
+
+
+def test_cli_shows_log_records_of_every_package():
+    code = (
+        "import logging, sys\n"
+        "import eval.cli\n"
+        "from voice.cli import main\n"
+        "def run(args):\n"
+        "    logging.getLogger('eval.runner').info('eval-info')\n"
+        "    logging.getLogger('finetune.train').info('finetune-info')\n"
+        "    logging.getLogger('voice.pipeline').debug('voice-debug')\n"
+        "    return 0\n"
+        "eval.cli.run = run\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    quiet = subprocess.run([sys.executable, "-c", code, "eval", "m.jsonl"], capture_output=True,
+                           text=True)  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert "INFO eval-info" in quiet.stderr and "INFO finetune-info" in quiet.stderr
+    assert "voice-debug" not in quiet.stderr
+    verbose = subprocess.run([sys.executable, "-c", code, "-v", "eval", "m.jsonl"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert "DEBUG voice-debug" in verbose.stderr and "INFO eval-info" in verbose.stderr

@@ -27,7 +27,7 @@ from voice.features import STOCK_WINDOW_SECONDS, encoder_input, window_seconds_f
 from voice.models import ModelStore, read_card
 from voice.types import Segment
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 # Captions Whisper invents on noise or silence: it learnt them from subtitled video.
 HALLUCINATION_PATTERNS = (

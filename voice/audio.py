@@ -12,7 +12,7 @@ import numpy as np
 from voice.errors import VoiceError
 from voice.types import SAMPLE_RATE
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 ENCODINGS = ("pcm16", "mulaw", "alaw")  # what a live stream may carry
 PHONE_RATE = 8_000  # G.711 telephony sample rate

@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "voice.server.cli",
 )
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from voice.models import DEFAULT_CACHE_DIR, ModelStore
+from voice.cliopts import add_option
+from voice.models import ModelStore
 
 EVENT_TYPES_SHOWN = ("transcript", "suggestion", "alert", "handoff", "end")
 
@@ -64,41 +65,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
-        help=f"where packaged models are kept (default {DEFAULT_CACHE_DIR})",
-    )  # fmt: skip
-    p.add_argument(
-        "--models-dir",
-        type=Path,
-        default=Path("models"),
-        help="fine-tuned models (default ./models)",
-    )
+    store = ModelStore()
+    add_option(p, "--cache-dir", store, "cache_dir", type=Path,
+               help="where packaged models are kept (default %(default)s)")  # fmt: skip
+    add_option(p, "--models-dir", store, "project_dir", type=Path,
+               help="fine-tuned models (default ./%(default)s)")  # fmt: skip
 
 
 def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> None:
-    """Model, VAD and decoding options shared by every command that transcribes."""
+    """Model, VAD and decoding options shared by every command that transcribes. Their defaults
+    are AsrOptions()'s and VadOptions()'s."""
+    from voice.asr import AsrOptions
+    from voice.vad import BACKENDS, VadOptions
+
+    asr, vad = AsrOptions(), VadOptions()
     p.add_argument(
         "--model", default=default_model,
         help=f"model name or directory (default {default_model}); NAME+prompt (e.g. base+prompt) "
         "is that model decoded with the built-in Cantonese prompt",
     )  # fmt: skip
-    p.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc", help="VAD backend")
-    p.add_argument("--vad-aggressiveness", type=int, default=2, choices=range(4), metavar="0-3")
-    p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default, fastest)")
+    add_option(p, "--vad", vad, "backend", choices=BACKENDS, help="VAD backend")
+    add_option(p, "--vad-aggressiveness", vad, "aggressiveness", type=int, choices=range(4),
+               metavar="0-3",
+               help="webrtcvad: 0 keeps most audio, 3 drops most non-speech")  # fmt: skip
+    add_option(p, "--beam-size", asr, type=int,
+               help="1 = greedy (fastest); 5 costs ~2x decoding time for a small gain")  # fmt: skip
+    add_option(p, "--window", asr, "window_seconds", type=int, metavar="SECONDS",
+               help="encoder window (default: the model's)")  # fmt: skip
+    add_option(p, "--compute-type", asr, help="CTranslate2 compute type (default %(default)s)")
     p.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        metavar="SECONDS",
-        help="encoder window (default: the model's)",
-    )
-    p.add_argument("--compute-type", default="int8", help="CTranslate2 compute type (default int8)")
-    p.add_argument(
-        "--hotwords", default="", help="comma-separated domain terms shown to the decoder"
-    )
-    p.add_argument(
-        "--initial-prompt", metavar="TEXT",
+        "--hotwords", default=",".join(asr.hotwords),
+        help="comma-separated domain terms shown to the decoder",
+    )  # fmt: skip
+    add_option(
+        p, "--initial-prompt", asr, metavar="TEXT",
         help="text shown to the decoder as previous context (default: the model card's; "
         "'' for none; 'cantonese' for the built-in spoken-Cantonese prompt). A model named "
         "NAME+prompt always uses the built-in prompt",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from voice.errors import ModelError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "voice" / "models"  # packaged models are joined here
 PROJECT_MODELS_DIR = Path("models")  # `voice finetune --out models/NAME` writes here

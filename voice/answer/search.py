@@ -20,7 +20,7 @@ from voice.answer.kb import Entry, KnowledgeBase
 from voice.answer.text import Tokens, normalize, tokenize
 from voice.files import write_atomic
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 BM25_K1 = 1.2  # term-frequency saturation
 BM25_B = 0.5  # length normalisation (questions are short; keep it mild)

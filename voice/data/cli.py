@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

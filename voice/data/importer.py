@@ -28,7 +28,7 @@ from voice.data.manifest import (
 )
 from voice.files import write_atomic
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")  # what libsndfile reads
 COLUMNS = {  # manifest field -> accepted CSV column names (case-insensitive)

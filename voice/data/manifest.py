@@ -17,7 +17,7 @@ import numpy as np
 from voice.errors import VoiceError
 from voice.files import write_atomic
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")  # the splits fine-tuning and eval understand
 REQUIRED = ("audio_filepath", "text")  # keys every line must carry

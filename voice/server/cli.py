@@ -5,10 +5,37 @@ from __future__ import annotations
 import argparse
 import logging
 
+from voice.cliopts import add_option
 from voice.commands import add_asr_args
 from voice.errors import ConfigError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
+
+# `voice serve` flags that set a ServerConfig field (argparse dest -> field). Their defaults are
+# ServerConfig()'s, so each lives in config.py alone; config_from_args maps them back.
+CONFIG_FLAGS = {
+    "host": "host",
+    "port": "port",
+    "insecure_no_auth": "insecure_no_auth",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "tls_min_version": "tls_min_version",
+    "audiosocket_port": "audiosocket_port",
+    "audiosocket_host": "audiosocket_host",
+    "audiosocket_allow_remote": "audiosocket_allow_remote",
+    "retention_days": "retention_days",
+    "retention_interval": "retention_check_s",
+    "kb_watch": "kb_watch_seconds",
+    "max_calls": "max_calls",
+    "start_timeout": "start_timeout_s",
+    "idle_timeout": "idle_timeout_s",
+    "max_call_seconds": "max_call_seconds",
+    "max_upload_seconds": "max_upload_seconds",
+    "max_uploads": "max_uploads",
+    "batch_max": "batch_max",
+    "max_queue_seconds": "max_queue_seconds",
+    "subscriber_queue": "subscriber_queue",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,57 +49,63 @@ def register(sub: argparse._SubParsersAction) -> None:
         "alerts out to subscribers (/calls/{id}/events, /events) and to a SQLite store "
         "(GET /calls/{id}). Requires --auth unless --insecure-no-auth on a loopback host.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="HTTP/WebSocket port (default 8080)")
+    defaults = ServerConfig()
+
+    def opt(flag: str, **kwargs) -> None:  # a flag setting a ServerConfig field, its default
+        add_option(p, flag, defaults, CONFIG_FLAGS[flag[2:].replace("-", "_")], **kwargs)
+
+    opt("--host", help="listen address (default %(default)s)")
+    opt("--port", type=int, help="HTTP/WebSocket port (default %(default)s)")
     p.add_argument("--auth", metavar="FILE",
                    help='YAML/JSON {"tokens": {"<token>": "agent|supervisor|admin"}}')  # fmt: skip
-    p.add_argument("--insecure-no-auth", action="store_true",
-                   help="no tokens (local development; loopback host only)")  # fmt: skip
-    p.add_argument("--tls-cert", help="PEM certificate (serve HTTPS/WSS with --tls-key)")
-    p.add_argument("--tls-key", help="PEM private key")
-    p.add_argument("--tls-min-version", choices=TLS_VERSIONS, default=ServerConfig.tls_min_version,
-                   help="oldest TLS version accepted (default %(default)s; 1.2 only for clients "
-                   "that cannot do 1.3)")  # fmt: skip
-    p.add_argument("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket here")
-    p.add_argument("--audiosocket-host", default="127.0.0.1",
-                   help="AudioSocket listen address (default 127.0.0.1: it has no auth)")  # fmt: skip
-    p.add_argument("--audiosocket-allow-remote", action="store_true",
-                   help="allow a non-loopback --audiosocket-host. AudioSocket is plain TCP with no "
-                   "authentication or encryption: anyone who reaches the port can start calls and "
-                   "anyone on the path hears the audio, so only on a network private to the PBX")  # fmt: skip
+    opt("--insecure-no-auth", action="store_true",
+        help="no tokens (local development; loopback host only)")  # fmt: skip
+    opt("--tls-cert", help="PEM certificate (serve HTTPS/WSS with --tls-key)")
+    opt("--tls-key", help="PEM private key")
+    opt("--tls-min-version", choices=TLS_VERSIONS,
+        help="oldest TLS version accepted (default %(default)s; 1.2 only for clients that cannot "
+        "do 1.3)")  # fmt: skip
+    opt("--audiosocket-port", type=int, help="also accept Asterisk AudioSocket here")
+    opt("--audiosocket-host",
+        help="AudioSocket listen address (default %(default)s: it has no auth)")  # fmt: skip
+    opt("--audiosocket-allow-remote", action="store_true",
+        help="allow a non-loopback --audiosocket-host. AudioSocket is plain TCP with no "
+        "authentication or encryption: anyone who reaches the port can start calls and anyone on "
+        "the path hears the audio, so only on a network private to the PBX")  # fmt: skip
     p.add_argument("--db", help="SQLite store of calls and events, created 0600 (default "
                    "$XDG_DATA_HOME/voice/voice_calls.sqlite3, else "
                    "~/.local/share/voice/voice_calls.sqlite3, in a folder created 0700)")  # fmt: skip
-    p.add_argument("--retention-days", type=int, default=ServerConfig.retention_days, metavar="N",
-                   help="delete calls (and their events) that started more than N days ago, at "
-                   "start and every --retention-interval (default 0: keep forever)")  # fmt: skip
-    p.add_argument("--retention-interval", type=float, default=ServerConfig.retention_check_s,
-                   metavar="SECONDS", help="how often expired calls are deleted (default "
-                   f"{ServerConfig.retention_check_s:g})")  # fmt: skip
+    opt("--retention-days", type=int, metavar="N",
+        help="delete calls (and their events) that started more than N days ago, at start and "
+        "every --retention-interval (default %(default)s; 0: keep forever)")  # fmt: skip
+    opt("--retention-interval", type=float, metavar="SECONDS",
+        help="how often expired calls are deleted (default %(default)g)")  # fmt: skip
     p.add_argument("--kb", help="knowledge base (CSV/XLSX) for suggested replies")
-    p.add_argument("--kb-watch", type=float, default=5.0, metavar="SECONDS",
-                   help="reload the KB this often when its file changes; a broken edit is "
-                   "logged and the old KB kept (default 5; 0: never)")  # fmt: skip
-    p.add_argument("--max-calls", type=int, default=32, help="concurrent calls (default 32)")
-    p.add_argument("--start-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="close a stream that sends no start message in this time (default 10)")  # fmt: skip
-    p.add_argument("--idle-timeout", type=float, default=ServerConfig.idle_timeout_s,
-                   metavar="SECONDS", help="end a call that sends no audio for this long: "
-                   "WebSocket close 4408, AudioSocket hang-up (default %(default)g)")  # fmt: skip
-    p.add_argument("--max-call-seconds", type=float, default=ServerConfig.max_call_seconds,
-                   metavar="SECONDS", help="end a call this long after its start: WebSocket close "
-                   "4413, AudioSocket hang-up (default %(default)g = 4 h)")  # fmt: skip
-    p.add_argument("--max-upload-seconds", type=float, default=ServerConfig.max_upload_seconds,
-                   metavar="SECONDS", help="POST /v1/transcribe refuses (413) audio longer than "
-                   "this, read from the file's header (default %(default)g = 2 h)")  # fmt: skip
-    p.add_argument("--max-uploads", type=int, default=ServerConfig.max_uploads, metavar="N",
-                   help="uploads transcribed at once; more are answered 503 with Retry-After "
-                   "(default %(default)s)")  # fmt: skip
-    p.add_argument("--batch-max", type=int, default=8, help="segments per ASR batch (default 8)")
-    p.add_argument("--max-queue-seconds", type=float, default=6.0,
-                   help="ASR backlog bound before segments are shed (default 6)")  # fmt: skip
-    p.add_argument("--subscriber-queue", type=int, default=256,
-                   help="events buffered per subscriber before it is dropped (default 256)")  # fmt: skip
+    opt("--kb-watch", type=float, metavar="SECONDS",
+        help="reload the KB this often when its file changes; a broken edit is logged and the old "
+        "KB kept (default %(default)g; 0: never)")  # fmt: skip
+    opt("--max-calls", type=int, help="concurrent calls (default %(default)s)")
+    opt("--start-timeout", type=float, metavar="SECONDS",
+        help="close a stream that sends no start message in this time "
+        "(default %(default)g)")  # fmt: skip
+    opt("--idle-timeout", type=float, metavar="SECONDS",
+        help="end a call that sends no audio for this long: WebSocket close 4408, AudioSocket "
+        "hang-up (default %(default)g)")  # fmt: skip
+    opt("--max-call-seconds", type=float, metavar="SECONDS",
+        help="end a call this long after its start: WebSocket close 4413, AudioSocket hang-up "
+        f"(default %(default)g = {defaults.max_call_seconds / 3600:g} h)")  # fmt: skip
+    opt("--max-upload-seconds", type=float, metavar="SECONDS",
+        help="POST /v1/transcribe refuses (413) audio longer than this, read from the file's "
+        f"header (default %(default)g = {defaults.max_upload_seconds / 3600:g} h)")  # fmt: skip
+    opt("--max-uploads", type=int, metavar="N",
+        help="uploads transcribed at once; more are answered 503 with Retry-After (default "
+        "%(default)s)")  # fmt: skip
+    opt("--batch-max", type=int, help="segments per ASR batch (default %(default)s)")
+    opt("--max-queue-seconds", type=float,
+        help="ASR backlog bound before segments are shed (default %(default)g)")  # fmt: skip
+    opt("--subscriber-queue", type=int,
+        help="events buffered per subscriber before it is dropped "
+        "(default %(default)s)")  # fmt: skip
     add_asr_args(p)
     p.set_defaults(func=run_serve)
 
@@ -80,24 +113,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace):
     """A validated ServerConfig from the command line (reads the auth file)."""
     from voice.server.auth import load_tokens
-    from voice.server.config import ServerConfig, default_db_path
+    from voice.server.config import ServerConfig
 
     tokens = load_tokens(args.auth) if args.auth else {}
     if args.auth and args.insecure_no_auth:
         raise ConfigError("--auth and --insecure-no-auth exclude each other")
-    return ServerConfig(
-        host=args.host, port=args.port, tokens=tokens, insecure_no_auth=args.insecure_no_auth,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, audiosocket_port=args.audiosocket_port,
-        audiosocket_host=args.audiosocket_host, db_path=args.db or default_db_path(),
-        retention_days=args.retention_days, retention_check_s=args.retention_interval,
-        max_calls=args.max_calls,
-        batch_max=args.batch_max, max_queue_seconds=args.max_queue_seconds,
-        subscriber_queue=args.subscriber_queue, kb_watch_seconds=args.kb_watch,
-        start_timeout_s=args.start_timeout,
-        idle_timeout_s=args.idle_timeout, max_call_seconds=args.max_call_seconds,
-        max_upload_seconds=args.max_upload_seconds, max_uploads=args.max_uploads,
-        tls_min_version=args.tls_min_version, audiosocket_allow_remote=args.audiosocket_allow_remote,
-    ).validate()  # fmt: skip
+    values = {field: getattr(args, dest) for dest, field in CONFIG_FLAGS.items()}
+    if args.db:  # else ServerConfig's own default, read from $XDG_DATA_HOME now
+        values["db_path"] = args.db
+    return ServerConfig(tokens=tokens, **values).validate()
 
 
 def run_serve(args: argparse.Namespace) -> int:

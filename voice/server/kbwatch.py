@@ -7,7 +7,7 @@ import logging
 
 from voice.errors import VoiceError
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 
 async def watch_kb(engine, interval_s: float) -> None:

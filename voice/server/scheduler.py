@@ -31,7 +31,7 @@ from voice.server.config import ServerConfig
 from voice.server.metrics import ServerMetrics
 from voice.types import Segment
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 INITIAL_SECONDS_PER_SEGMENT = 0.5  # cost estimate before the first batch is measured
 EMA_WEIGHT = 0.3  # weight of the newest batch in the moving average

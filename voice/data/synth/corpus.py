@@ -20,7 +20,7 @@ from voice.data.synth.voices import Speaker, make_speakers
 from voice.tts import Voice
 from voice.types import SAMPLE_RATE
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 CALLS_DIR = "calls"  # WAVs go in <out>/calls/, one per call
 

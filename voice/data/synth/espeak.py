@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from voice.data.chinese import is_cjk
 from voice.tts import espeak_path
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 _SPELLED = "l'e1t@"  # espeak-ng says "letter ..." for a character it does not know
 

@@ -7,7 +7,7 @@ import logging
 
 from voice.data.chinese import is_cjk, simplified_chars
 
-log = logging.getLogger("voice")
+log = logging.getLogger(__name__)
 
 MIN_CHARS = 4  # shorter utterances are mostly back-channels (係啊, 唔係)
 MAX_CHARS = 30  # longer ones run on for too long for a phone utterance

@@ -1,13 +1,16 @@
 """Carrier wire formats: bytes/JSON in -> typed inbound messages; events out -> wire or None.
 
-Each module knows one carrier's format and nothing else (no sessions, no sockets).
+Each module knows one carrier's format and nothing else (no sessions, no sockets), and each has
+the shape of `Serializer`: `parse(message)` -> Start | Audio | Dtmf | Mark | Stop | Ignored (or
+raises ProtocolError), `encode(outbound)` -> the wire message or None when the carrier has no
+place for it. voice/server/session.py drives every carrier's calls through that shape.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # WebSocket close codes (RFC 6455) used for each kind of protocol failure
 CLOSE_NORMAL = 1000
@@ -93,8 +96,53 @@ class Ignored:
 
 Inbound = Start | Audio | Dtmf | Mark | Stop | Ignored
 
+
+@dataclass(frozen=True)
+class Started:
+    """Outbound: the call was opened under `call_id`."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Outbound: input the server refused, or a limit that ended the stream.
+
+    `fatal` ends the stream with `close_code` (WebSocket); the others were counted and ignored.
+    `refused`: the server would not take or keep the call (full, id used, store failed).
+    `hangup`: a limit ended a live call, which is hung up rather than failed (its audio is still
+    transcribed).
+    """
+
+    kind: str
+    message: str
+    close_code: int = CLOSE_PROTOCOL
+    fatal: bool = True
+    refused: bool = False
+    hangup: bool = False
+
+
+Outbound = dict[str, Any] | Started | Rejected  # a dict is an event's `to_dict()` form
+
+
+class Serializer(Protocol):
+    """One carrier's wire format (each serializer module has this shape)."""
+
+    PROTOCOL: str  # the carrier's name in metrics, logs and call records
+    SENDS_EVENTS: bool  # whether call events are sent back on the stream
+
+    def parse(self, message: str | bytes) -> Inbound:
+        """One message (WebSocket message, AudioSocket frame) -> a typed inbound message."""
+        ...
+
+    def encode(self, outbound: Outbound) -> str | bytes | None:
+        """What to send back for an event, a start or a rejection; None: nothing."""
+        ...
+
+
 __all__ = [
     "Audio", "Dtmf", "Ignored", "Inbound", "Mark", "ProtocolError", "Start", "Stop",
+    "Outbound", "Rejected", "Serializer", "Started",
     "CLOSE_NORMAL", "CLOSE_PROTOCOL", "CLOSE_UNSUPPORTED", "CLOSE_BAD_DATA", "CLOSE_POLICY",
     "CLOSE_TOO_BIG", "CLOSE_SERVER_ERROR", "CLOSE_TRY_LATER", "CLOSE_IDLE", "CLOSE_CALL_TOO_LONG",
     "MAX_CALL_ID",

@@ -2,8 +2,10 @@
 
 Kinds: 0x00 hang-up, 0x01 UUID (16 bytes: the call id), 0x03 DTMF (one ASCII digit), 0x10 audio
 (signed 16-bit little-endian linear PCM, 8 kHz mono; newer Asterisk also sends 0x12 at 16 kHz),
-0xff error (optional 1-byte code). The protocol has no place for events, so `encode` returns
-None; AudioSocket calls are followed through the event subscriptions.
+0xff error (optional 1-byte code). A message is one whole frame (`Reader` cuts a byte stream into
+them). The protocol has no place for events, so `encode` returns None for them; AudioSocket
+calls are followed through the event subscriptions. A fatal rejection is answered with an error
+frame (0xff, 1-byte code from ERROR_CODES); a limit that ends a live call, with a hang-up frame.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from voice.server.serializers import (
     Audio,
     Dtmf,
     Inbound,
+    Outbound,
     ProtocolError,
+    Rejected,
     Start,
     Stop,
 )
+
+PROTOCOL = "audiosocket"
+SENDS_EVENTS = False
 
 KIND_HANGUP = 0x00
 KIND_UUID = 0x01
@@ -31,6 +38,7 @@ AUDIO_RATES = {0x10: 8_000, 0x11: 12_000, 0x12: 16_000, 0x13: 24_000, 0x14: 32_0
                0x15: 44_100, 0x16: 48_000, 0x17: 96_000, 0x18: 192_000}  # fmt: skip
 SUPPORTED_RATES = (8_000, 16_000)
 HEADER = struct.Struct(">BH")  # kind, payload length
+ERROR_CODES = {"protocol": 1, "overloaded": 2, "format": 3, "server": 4}  # our error frame codes
 
 
 def frame(kind: int, payload: bytes = b"") -> bytes:
@@ -38,13 +46,28 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(kind, len(payload)) + payload
 
 
-def encode(event: dict) -> bytes | None:
-    """AudioSocket carries no application events: always None."""
-    return None
+def encode(event: Outbound) -> bytes | None:
+    """A hang-up or error frame for a fatal rejection; None for the rest (no events on the wire)."""
+    if not isinstance(event, Rejected) or not event.fatal:
+        return None
+    if event.hangup:
+        return frame(KIND_HANGUP)
+    code = "overloaded" if event.refused else "format" if event.kind == "bad_format" else "protocol"
+    return frame(KIND_ERROR, bytes([ERROR_CODES[code]]))
+
+
+def parse(message: bytes) -> Inbound:
+    """One whole frame (header and payload) -> a typed inbound message."""
+    if len(message) < HEADER.size:
+        raise ProtocolError("bad_message", "frame shorter than its header")
+    kind, length = HEADER.unpack_from(message)
+    if len(message) != HEADER.size + length:
+        raise ProtocolError("bad_message", "frame length does not match its header")
+    return parse_frame(kind, bytes(message[HEADER.size :]))
 
 
 class Reader:
-    """Incremental frame parser: feed bytes as they arrive, get typed messages."""
+    """Incremental framing: feed bytes as they arrive, get whole frames (or typed messages)."""
 
     def __init__(self, max_frame_bytes: int = 65_535):
         self.max_frame_bytes = max_frame_bytes
@@ -52,8 +75,18 @@ class Reader:
 
     def feed(self, data: bytes) -> list[Inbound | ProtocolError]:
         """Parse every complete frame; problems are returned in order, not raised."""
-        self._buf += data
         out: list[Inbound | ProtocolError] = []
+        for message in self.frames(data):
+            try:
+                out.append(message if isinstance(message, ProtocolError) else parse(message))
+            except ProtocolError as exc:
+                out.append(exc)
+        return out
+
+    def frames(self, data: bytes) -> list[bytes | ProtocolError]:
+        """Every complete frame so far, whole; an oversized one is a fatal error, not raised."""
+        self._buf += data
+        out: list[bytes | ProtocolError] = []
         while len(self._buf) >= HEADER.size:
             kind, length = HEADER.unpack_from(self._buf)
             if length > self.max_frame_bytes:
@@ -64,12 +97,8 @@ class Reader:
                 break
             if len(self._buf) < HEADER.size + length:
                 break
-            payload = bytes(self._buf[HEADER.size : HEADER.size + length])
+            out.append(bytes(self._buf[: HEADER.size + length]))
             del self._buf[: HEADER.size + length]
-            try:
-                out.append(parse_frame(kind, payload))
-            except ProtocolError as exc:
-                out.append(exc)
         return out
 
 

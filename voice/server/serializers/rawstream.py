@@ -18,14 +18,19 @@ from voice.server.serializers import (
     Audio,
     Dtmf,
     Inbound,
+    Outbound,
     ProtocolError,
+    Rejected,
     Start,
+    Started,
     Stop,
     call_id_of,
     json_object,
     shown,
 )
 
+PROTOCOL = "stream"
+SENDS_EVENTS = True  # events, the start and every rejection go back to the client as JSON
 RATES = (8_000, 16_000)
 
 
@@ -72,8 +77,12 @@ def _start(data: dict) -> Start:
     )
 
 
-def encode(event: dict[str, Any]) -> str:
-    """An event (its `to_dict()` form) as the JSON text message the client reads."""
+def encode(event: Outbound | dict[str, Any]) -> str:
+    """An event (its `to_dict()` form), the start or a rejection as the JSON text message."""
+    if isinstance(event, Started):
+        return json.dumps({"type": "started", "call_id": event.call_id})
+    if isinstance(event, Rejected):
+        return error(event.kind, event.message)
     return json.dumps(event, ensure_ascii=False)
 
 

@@ -19,6 +19,7 @@ from voice.server.serializers import (
     Ignored,
     Inbound,
     Mark,
+    Outbound,
     ProtocolError,
     Start,
     Stop,
@@ -27,6 +28,8 @@ from voice.server.serializers import (
     shown,
 )
 
+PROTOCOL = "twilio"
+SENDS_EVENTS = False
 MEDIA_ENCODING = "audio/x-mulaw"  # the only encoding Twilio streams
 MEDIA_RATE = 8_000
 INBOUND_TRACK = "inbound"  # the caller; "outbound" is what Twilio plays to them
@@ -53,8 +56,8 @@ def parse(message: str | bytes) -> Inbound:
     raise ProtocolError("unknown_event", f"unknown Twilio event {shown(event)}")
 
 
-def encode(event: dict) -> str | None:
-    """Twilio streams carry no application events: always None."""
+def encode(event: Outbound) -> str | None:
+    """Twilio streams carry no application events or errors: always None."""
     return None
 
 
