@@ -194,3 +194,18 @@ def test_cli_shows_log_records_of_every_package():
     verbose = subprocess.run([sys.executable, "-c", code, "-v", "eval", "m.jsonl"],
                              capture_output=True, text=True)  # fmt: skip
     assert "DEBUG voice-debug" in verbose.stderr and "INFO eval-info" in verbose.stderr
+
+
+def test_models_list_skips_an_interrupted_fine_tunes_folders(tmp_path, base_model_dir):
+    """`.NAME.tmp` (a staged export) and `.NAME.work` hold a model.bin but are no models: the
+    demo once picked one and failed with "model directory .exp.tmp does not exist"."""
+    import shutil
+
+    from voice.models import ModelStore
+
+    project = tmp_path / "models"
+    for name in ("tuned", ".tuned.tmp", ".tuned.work"):
+        shutil.copytree(base_model_dir, project / name)
+    store = ModelStore(cache_dir=tmp_path / "cache", project_dir=project)
+    assert [e.name for e in store.list()] == ["tuned"]
+    assert all(store.resolve(e.name) == e.path for e in store.list())

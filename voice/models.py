@@ -94,6 +94,8 @@ class ModelStore:
             if not root.is_dir():
                 continue
             for d in sorted(root.iterdir()):
+                if d.name.startswith("."):
+                    continue  # a fine-tune's staging or work folder (.NAME.tmp, .NAME.work)
                 if d.name not in entries and (d / "model.bin").is_file():
                     entries[d.name] = ModelEntry(d.name, d, read_card(d))
         return list(entries.values())
