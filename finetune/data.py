@@ -11,7 +11,7 @@ import numpy as np
 
 from finetune.decode import EOT, PROMPT
 from voice.errors import VoiceError
-from voice.features import STOCK_WINDOW_SECONDS, encoder_input, window_seconds_for
+from voice.features import STOCK_WINDOW_SECONDS, encoder_input, encoder_window
 from voice.types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ def window_for(duration: float, window: int | str, copy: int = 0) -> int:
     """
     if copy:
         duration = min(float(STOCK_WINDOW_SECONDS), duration / SPEED_RANGE[0])
-    auto = window_seconds_for(duration)
-    return auto if window == "auto" else min(STOCK_WINDOW_SECONDS, max(int(window), auto))
+    return encoder_window(duration, window)  # the transcriber's rule, so training sees serving's
 
 
 def read_samples(row: dict) -> np.ndarray:

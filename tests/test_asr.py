@@ -182,3 +182,19 @@ def test_base_model_returns_traditional_characters(base_transcriber, demo_call):
     joined = "".join(texts)
     assert any("\u4e00" <= ch <= "\u9fff" for ch in joined)
     assert _S2HK.convert(joined) == joined  # nothing left to convert: HK Traditional already
+
+
+@pytest.mark.parametrize("window", ["auto", 5, 7, 10, 30])
+def test_training_and_serving_choose_the_same_window(window):
+    """One rule (voice.features.encoder_window): a model card's window means in serving what it
+    meant in training, for every utterance length."""
+    from types import SimpleNamespace
+
+    from finetune.data import window_for as training_window
+    from voice.asr import AsrOptions, Transcriber
+
+    serving = SimpleNamespace(options=AsrOptions(), card={"window_seconds": window})
+    for tenths in range(1, 320, 7):
+        duration = tenths / 10
+        assert training_window(duration, window) == Transcriber.window_for(serving, duration)
+    assert Transcriber.window_for(serving, 6.0) == (10 if window in ("auto", 5) else window)

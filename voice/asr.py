@@ -23,7 +23,7 @@ import numpy as np
 
 from voice.data.chinese import to_hk
 from voice.errors import ConfigError, ModelError
-from voice.features import STOCK_WINDOW_SECONDS, encoder_input, window_seconds_for
+from voice.features import STOCK_WINDOW_SECONDS, encoder_input, encoder_window
 from voice.models import ModelStore, read_card
 from voice.types import Segment
 
@@ -170,10 +170,7 @@ class Transcriber:
         configured = (
             self.options.window_seconds or self.card.get("window_seconds") or STOCK_WINDOW_SECONDS
         )
-        if configured == "auto":
-            return window_seconds_for(duration)
-        configured = int(configured)
-        return configured if duration <= configured else window_seconds_for(duration)
+        return encoder_window(duration, configured)
 
     def transcribe(self, segment: Segment) -> Transcript:
         return self.transcribe_batch([segment])[0]

@@ -44,6 +44,14 @@ def window_seconds_for(duration: float, max_window: int = STOCK_WINDOW_SECONDS) 
     return min(max_window, steps * WINDOW_STEP_SECONDS)
 
 
+def encoder_window(duration: float, window: int | str) -> int:
+    """The one window rule of training and serving: "auto" sizes the window to the utterance;
+    a fixed window is used when the utterance fits in it, else the utterance's own size."""
+    if window == "auto" or duration > int(window):
+        return window_seconds_for(duration)
+    return int(window)
+
+
 def encoder_input(samples: np.ndarray, window_seconds: int, n_mels: int = 80) -> np.ndarray:
     """Mel features of one utterance padded to its window: (n_mels, window_seconds * 100)."""
     return pad_frames(log_mel(samples, n_mels), window_seconds * FRAMES_PER_SECOND)
