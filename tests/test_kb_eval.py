@@ -199,7 +199,7 @@ def test_latency_uses_the_injected_clock():
 def test_score_answer_checks(expect, ids, resolved, label, failed):
     answer = Answer(
         text="x",
-        language="zh-Hant",
+        language="yue-Hant-HK",
         resolved=resolved,
         suggestions=tuple(Suggestion(i, "c", "r", 0.9 - n / 10) for n, i in enumerate(ids)),
         sentiment=Sentiment(label, -0.9 if label == "negative" else 0.0),

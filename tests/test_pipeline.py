@@ -104,5 +104,9 @@ def test_answer_engine_events_follow_each_transcript(demo_pcm8k, tiny_model_dir)
     for i, kind in enumerate(kinds):
         if kind == "transcript":
             assert kinds[i + 1] == "suggestion"
+    # one language scheme: BCP 47 tags on transcripts (Whisper's `zh`) and on suggestions
+    wire = [e.to_dict() for e in events]
+    assert {d["language"] for d in wire if d["type"] == "transcript"} == {"yue-Hant-HK"}
+    assert {d["language"] for d in wire if d["type"] == "suggestion"} <= {"yue-Hant-HK", "en"}
     # random text from the tiny model answers nothing: two misses in a row ask for a human
     assert "handoff" in kinds

@@ -14,7 +14,15 @@ import numpy as np
 
 from voice.asr import Transcriber, Transcript
 from voice.audio import StreamDecoder, float_to_pcm16, probe, read_audio
-from voice.types import SAMPLE_RATE, EndEvent, Event, Segment, SegmentEvent, TranscriptEvent
+from voice.types import (
+    SAMPLE_RATE,
+    EndEvent,
+    Event,
+    Segment,
+    SegmentEvent,
+    TranscriptEvent,
+    language_tag,
+)
 from voice.vad import Segmenter, VadOptions
 
 log = logging.getLogger(__name__)
@@ -117,7 +125,7 @@ class CallSession:
             text=transcript.text,
             latency_ms=round(latency_ms, 1),
             asr_ms=round(transcript.asr_ms, 1),
-            language=transcript.language,
+            language=language_tag(transcript.language),
             no_speech_prob=round(transcript.no_speech_prob, 3),
             avg_logprob=round(transcript.avg_logprob, 3),
         )

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from voice.answer.sentiment import Sentiment
+
 SAMPLE_RATE = 16_000  # every stage after voice.audio works on 16 kHz mono float32
+
+# BCP 47 tags for the language of a transcript or a reply, the one scheme used in every event.
+YUE = "yue-Hant-HK"  # Hong Kong Cantonese, Traditional characters (colloquial written Cantonese)
+CMN = "cmn-Hant-HK"  # Mandarin, standard written Chinese in Traditional characters
+EN = "en"
+LANGUAGES = (YUE, CMN, EN)
+
+# Codes met elsewhere (Whisper's language tokens, earlier releases' "zh-Hant", CRM rows) and the
+# tag each stands for here: Whisper base has no `yue` token and transcribes Cantonese under `zh`.
+_LEGACY_CODES = {"zh": YUE, "zh-hant": YUE, "zh-hk": YUE, "zh-hant-hk": YUE, "yue": YUE}
+
+
+def language_tag(code: str) -> str:
+    """The BCP 47 tag for `code`: one of LANGUAGES, a legacy code ("zh", "zh-Hant") mapped to
+    its tag, or another two- or three-letter language code (Whisper's ISO 639-1) as it is.
+
+    Raises ValueError naming the code when it is none of these.
+    """
+    folded = code.strip().lower()
+    for tag in LANGUAGES:
+        if folded == tag.lower():
+            return tag
+    if folded in _LEGACY_CODES:
+        return _LEGACY_CODES[folded]
+    if folded.startswith("en-"):
+        return EN
+    if folded.isascii() and folded.isalpha() and 2 <= len(folded) <= 3:
+        return folded
+    raise ValueError(f"unknown language {code!r}: use one of {', '.join(LANGUAGES)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +82,73 @@ class Event:
     call_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **asdict(self)}
+        return {"type": self.type, **{f.name: _wire(getattr(self, f.name)) for f in fields(self)}}
+
+
+def _wire(value: Any) -> Any:
+    """`value` in its JSON form: typed parts (suggestions, tone, alerts) by their own `to_dict`."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One suggested reply, slots filled, with the knowledge-base entry it came from."""
+
+    id: str
+    category: str
+    reply: str
+    score: float
+    priority: str = "normal"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "category": self.category, "reply": self.reply,
+                "score": round(self.score, 3)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something in one turn the agent or a supervisor must notice; subclasses say what."""
+
+    kind: ClassVar[str] = "alert"
+    message: str
+
+    def details(self) -> dict[str, Any]:
+        """What the alert carries beside its kind and message, in JSON form."""
+        return {f.name: _wire(getattr(self, f.name)) for f in fields(self) if f.name != "message"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.kind, "message": self.message, **self.details()}
+
+
+@dataclass(frozen=True)
+class SentimentAlert(Alert):
+    """The caller sounds upset (words, voice or both) at agitation `level` 2 or more."""
+
+    kind: ClassVar[str] = "sentiment"
+    score: float = 0.0  # the words' tone in [-1, 1]
+    cues: tuple[str, ...] = ()
+    level: int = 0
+    voice_score: float | None = None
+
+    def details(self) -> dict[str, Any]:
+        voice = None if self.voice_score is None else round(self.voice_score, 3)
+        return {"score": round(self.score, 3), "cues": list(self.cues), "level": self.level,
+                "voice_score": voice}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PriorityAlert(Alert):
+    """The caller raised a matter the knowledge base marks high priority (a complaint, fraud)."""
+
+    kind: ClassVar[str] = "priority"
+    id: str = ""  # the knowledge-base entry
+    category: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +174,7 @@ class TranscriptEvent(Event):
     text: str
     latency_ms: float
     asr_ms: float = 0.0
-    language: str = "zh"
+    language: str = YUE  # BCP 47
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
 
@@ -88,10 +186,10 @@ class SuggestionEvent(Event):
     type: ClassVar[str] = "suggestion"
     start: float
     end: float
-    language: str
+    language: str  # BCP 47: the language the replies are in
     resolved: bool
-    suggestions: tuple[dict[str, Any], ...] = ()
-    sentiment: dict[str, Any] = field(default_factory=dict)
+    suggestions: tuple[Suggestion, ...] = ()
+    sentiment: Sentiment | None = None
 
 
 @dataclass(frozen=True)
@@ -99,17 +197,17 @@ class AlertEvent(Event):
     """Something the agent or supervisor must notice: an upset caller, a high-priority matter."""
 
     type: ClassVar[str] = "alert"
-    kind: str
-    message: str
+    alert: Alert
     start: float = 0.0
     end: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        # On the wire the alert's kind is its "alert" field; "type" stays the event type.
-        data = super().to_dict()
-        data["alert"] = data.pop("kind")
-        return data
+        # On the wire: "alert" is the alert's kind ("type" stays the event type), beside
+        # its message and a "details" object.
+        a = self.alert
+        return {"type": self.type, "call_id": self.call_id, "alert": a.kind,
+                "message": a.message, "start": self.start, "end": self.end,
+                "details": a.details()}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -141,6 +239,15 @@ class EndEvent(Event):
 
 __all__ = [
     "SAMPLE_RATE",
+    "YUE",
+    "CMN",
+    "EN",
+    "LANGUAGES",
+    "language_tag",
+    "Suggestion",
+    "Alert",
+    "SentimentAlert",
+    "PriorityAlert",
     "Segment",
     "Gap",
     "Event",

@@ -93,7 +93,7 @@ def _print(answer, as_json: bool) -> None:
     if not answer.suggestions:
         print(f"  -  {answer.reply}")
     for alert in answer.alerts:
-        print(f"  ALERT {alert['type']}: {alert['message']}")
+        print(f"  ALERT {alert.kind}: {alert.message}")
     if answer.handoff:
         print(f"  HANDOFF: {answer.handoff}")
     sys.stdout.flush()

@@ -10,7 +10,9 @@ SQLite schema (``sample_crm.sql`` beside the sample KB creates it with demo rows
         name_en            TEXT DEFAULT '',    -- e.g. "Chan Tai Man"
         surname_en         TEXT DEFAULT '',    -- e.g. "Chan"
         honorific_en       TEXT DEFAULT '',    -- Mr | Ms | Mrs | Dr ...
-        preferred_language TEXT DEFAULT 'zh-Hant',  -- 'zh-Hant' or 'en': the session starts in it
+        preferred_language TEXT DEFAULT 'yue-Hant-HK',  -- BCP 47, 'yue-Hant-HK' or 'en' (the
+                                                        -- session starts in it; 'zh-Hant' read as
+                                                        -- 'yue-Hant-HK')
         phone              TEXT DEFAULT ''
     );
     CREATE TABLE orders (
@@ -69,7 +71,7 @@ class Order:
         return self.status not in CLOSED_STATUSES
 
     def status_text(self, language: str) -> str:
-        """The status as said to the caller in `language` ("zh-Hant" or "en")."""
+        """The status as said to the caller in `language` (a BCP 47 tag; "en" or Chinese)."""
         zh, en = ORDER_STATUS.get(self.status, (self.status, self.status))
         return en if language == "en" else zh
 
@@ -85,7 +87,7 @@ class Customer:
     name_en: str = ""
     surname_en: str = ""
     honorific_en: str = ""
-    preferred_language: str = "zh-Hant"
+    preferred_language: str = "yue-Hant-HK"
     orders: tuple[Order, ...] = ()
 
     def address(self, language: str) -> str:
@@ -170,7 +172,7 @@ class SqliteCustomerProvider:
             name_en=get("name_en"),
             surname_en=get("surname_en"),
             honorific_en=get("honorific_en"),
-            preferred_language=get("preferred_language", "zh-Hant"),
+            preferred_language=get("preferred_language", "yue-Hant-HK"),
             orders=tuple(self._order(o) for o in orders),
         )
 

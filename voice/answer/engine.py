@@ -21,17 +21,24 @@ from voice.answer.text import english_ratio, extract_order_id, normalize
 from voice.errors import ConfigError
 from voice.prosody import AgitationTracker
 from voice.types import (
+    EN,
     SAMPLE_RATE,
+    YUE,
+    Alert,
     AlertEvent,
     Event,
     HandoffEvent,
+    PriorityAlert,
+    SentimentAlert,
+    Suggestion,
     SuggestionEvent,
     TranscriptEvent,
+    language_tag,
 )
 
 log = logging.getLogger(__name__)
 
-ZH, EN = "zh-Hant", "en"  # the two reply languages
+ZH = YUE  # replies in Chinese are colloquial Hong Kong Cantonese (BCP 47 tags, voice.types)
 ORDER_SLOTS = ("order_id", "order_status", "order_item", "order_eta")
 
 
@@ -87,25 +94,6 @@ class AnswerOptions:
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    """One suggested reply, slots filled, with the entry it came from."""
-
-    id: str
-    category: str
-    reply: str
-    score: float
-    priority: str = "normal"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "category": self.category,
-            "reply": self.reply,
-            "score": round(self.score, 3),
-        }
-
-
-@dataclass(frozen=True)
 class Answer:
     """The engine's answer to one utterance (see `to_dict` for the JSON form)."""
 
@@ -114,7 +102,7 @@ class Answer:
     resolved: bool
     suggestions: tuple[Suggestion, ...]
     sentiment: Sentiment
-    alerts: tuple[dict[str, Any], ...] = ()
+    alerts: tuple[Alert, ...] = ()
     handoff: str | None = None  # the reason, when a human should take over now
     order_id: str | None = None  # the order the reply is about, if any
     reply: str = ""  # what a bot would say: the best suggestion, or the fallback
@@ -125,7 +113,7 @@ class Answer:
             "resolved": self.resolved,
             "suggestions": [s.to_dict() for s in self.suggestions],
             "sentiment": self.sentiment.to_dict(),
-            "alerts": [dict(a) for a in self.alerts],
+            "alerts": [a.to_dict() for a in self.alerts],
             "handoff": self.handoff,
             "order_id": self.order_id,
             "reply": self.reply,
@@ -174,7 +162,12 @@ class AnswerSession:
             self.customer = engine.crm.customer(customer_id)
             if self.customer is None:
                 log.warning("customer %s not found in the CRM", customer_id)
-        self.language = self.customer.preferred_language if self.customer else ZH
+        self.language = ZH
+        if self.customer:
+            try:
+                self.language = language_tag(self.customer.preferred_language)
+            except ValueError as exc:
+                log.warning("customer %s: %s; replying in Cantonese", self.customer.id, exc)
         if self.language not in (ZH, EN):
             self.language = ZH
         self.unresolved = 0  # consecutive unresolved turns
@@ -262,15 +255,11 @@ class AnswerSession:
                 **span,
                 language=ans.language,
                 resolved=ans.resolved,
-                suggestions=tuple(s.to_dict() for s in ans.suggestions),
-                sentiment=ans.sentiment.to_dict(),
+                suggestions=ans.suggestions,
+                sentiment=ans.sentiment,
             )
         ]
-        for alert in ans.alerts:
-            details = {k: v for k, v in alert.items() if k not in ("type", "message")}
-            events.append(
-                AlertEvent(**span, kind=alert["type"], message=alert["message"], details=details)
-            )
+        events.extend(AlertEvent(**span, alert=alert) for alert in ans.alerts)
         if ans.handoff:
             events.append(HandoffEvent(**span, reason=ans.handoff))
         return events
@@ -317,30 +306,24 @@ class AnswerSession:
             entry.id, entry.category, _fill(template, slots), hit.score, entry.priority
         )
 
-    def _alerts(self, sentiment: Sentiment, matched: list[Hit]) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = []
+    def _alerts(self, sentiment: Sentiment, matched: list[Hit]) -> list[Alert]:
+        alerts: list[Alert] = []
         fresh = any(c != "(repeated)" for c in sentiment.cues)  # new cues (or raised voice)
         if sentiment.level >= 2 and (self._level < 2 or fresh):
             alerts.append(
-                {
-                    "type": "sentiment",
-                    "message": "caller sounds upset: " + "、".join(sentiment.cues),
-                    "score": round(sentiment.score, 3),
-                    "cues": list(sentiment.cues),
-                    "level": sentiment.level,
-                    "voice_score": sentiment.to_dict()["voice_score"],  # rounded, or None
-                }
+                SentimentAlert(
+                    message="caller sounds upset: " + "、".join(sentiment.cues),
+                    score=sentiment.score,
+                    cues=sentiment.cues,
+                    level=sentiment.level,
+                    voice_score=sentiment.voice_score,
+                )
             )
         for hit in matched:
-            if hit.entry.priority == "high":
-                alerts.append(
-                    {
-                        "type": "priority",
-                        "message": f"high-priority matter: {hit.entry.category} ({hit.entry.id})",
-                        "id": hit.entry.id,
-                        "category": hit.entry.category,
-                    }
-                )
+            entry = hit.entry
+            if entry.priority == "high":
+                message = f"high-priority matter: {entry.category} ({entry.id})"
+                alerts.append(PriorityAlert(message=message, id=entry.id, category=entry.category))
         return alerts
 
     def _escalation(self, resolved: bool) -> str | None:

@@ -46,7 +46,7 @@ class Entry:
     row: int = 0  # the row in the source table (header is row 1), for messages
 
     def reply(self, language: str) -> str:
-        """The reply template in `language` ("en" or "zh-Hant"); English falls back to Chinese."""
+        """The reply template in `language` (a BCP 47 tag); English falls back to Chinese."""
         return self.answer_en if language == "en" and self.answer_en else self.answer
 
 

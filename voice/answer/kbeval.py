@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice.errors import ConfigError
+from voice.types import EN, YUE
 
 if TYPE_CHECKING:
     from voice.answer.engine import Answer, AnswerEngine
 
 log = logging.getLogger(__name__)
 
-# A query line's `lang` -> the engine's reply language (voice.answer.engine.ZH / EN).
-LANGUAGES = {"zh": "zh-Hant", "en": "en"}
+# A query line's `lang` -> the engine's reply language, a BCP 47 tag (voice.types).
+LANGUAGES = {"zh": YUE, "en": EN}
 FIELDS = ("text", "expect", "lang", "negative")  # other keys are ignored with a warning
 # Metric name -> what it counts, in report order. Each is hits / total over the queries it
 # applies to; `mrr` is the mean of 1/rank (its hits: the expected entry was suggested at all).

@@ -7,7 +7,7 @@ CREATE TABLE customers (
     name_en            TEXT DEFAULT '',
     surname_en         TEXT DEFAULT '',
     honorific_en       TEXT DEFAULT '',
-    preferred_language TEXT DEFAULT 'zh-Hant',
+    preferred_language TEXT DEFAULT 'yue-Hant-HK',
     phone              TEXT DEFAULT ''
 );
 CREATE TABLE orders (
@@ -21,10 +21,10 @@ CREATE TABLE orders (
 CREATE INDEX orders_customer ON orders(customer_id);
 
 INSERT INTO customers VALUES
- ('C1001', '陳大文', '陳', '先生', 'Chan Tai Man', 'Chan', 'Mr', 'zh-Hant', '91234567'),
- ('C1002', '李嘉欣', '李', '小姐', 'Lee Ka Yan', 'Lee', 'Ms', 'zh-Hant', '62345678'),
+ ('C1001', '陳大文', '陳', '先生', 'Chan Tai Man', 'Chan', 'Mr', 'yue-Hant-HK', '91234567'),
+ ('C1002', '李嘉欣', '李', '小姐', 'Lee Ka Yan', 'Lee', 'Ms', 'yue-Hant-HK', '62345678'),
  ('C1003', 'Emily Wong', '黃', '小姐', 'Emily Wong', 'Wong', 'Ms', 'en', '53456789'),
- ('C1004', '張志明', '張', '先生', 'Cheung Chi Ming', 'Cheung', 'Mr', 'zh-Hant', '94567890');
+ ('C1004', '張志明', '張', '先生', 'Cheung Chi Ming', 'Cheung', 'Mr', 'yue-Hant-HK', '94567890');
 
 INSERT INTO orders VALUES
  ('85321', 'C1001', 'out_for_delivery', 'iPhone 16 256GB', '2025-06-03', '2025-06-02T09:15:00'),
