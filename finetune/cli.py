@@ -33,6 +33,7 @@ _HELP = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `finetune`, one flag per FinetuneOptions field."""
     from finetune.config import FinetuneOptions
+    from voice.cliopts import add_option
 
     parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help="JSONL manifest")
     parser.add_argument("--out", required=True, help="output model directory, e.g. models/NAME")
@@ -53,14 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(FinetuneOptions):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        help_text = f"{_HELP.get(f.name, f.name.replace('_', ' '))} (default: {default})"
+        help_text = _HELP.get(f.name, f.name.replace("_", " ")) + " (default: %(default)s)"
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=help_text)  # fmt: skip
+            kind = {"action": argparse.BooleanOptionalAction}
         elif f.name == "window":
-            parser.add_argument(flag, default=str(default), help=help_text)
+            kind = {}  # "auto" or seconds: parsed by options_from_args
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=help_text)
+            kind = {"type": type(default)}
+        add_option(parser, flag, defaults, f.name, help=help_text, **kind)
 
 
 def register(subparsers) -> None:
