@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # live servers and th
 IDLE_S = 1.0  # --idle-timeout of the test server
 MAX_CALL_S = 3.0  # --max-call-seconds
 MAX_UPLOAD_S = 60.0  # --max-upload-seconds
+UPLOAD_TIMEOUT_S = 5.0  # --upload-timeout
 HANGUP = audiosocket.frame(audiosocket.KIND_HANGUP)
 PCM_100MS = b"\0\0" * 800  # 100 ms of 8 kHz pcm16 silence: audio, though quiet
 
@@ -44,7 +45,8 @@ def limited(tmp_path_factory, tiny_model_dir):
     (tmp / "auth.json").write_text(json.dumps({"tokens": TOKENS}))
     args = ["--model", str(tiny_model_dir), "--auth", str(tmp / "auth.json"),
             "--idle-timeout", str(IDLE_S), "--max-call-seconds", str(MAX_CALL_S),
-            "--max-upload-seconds", str(MAX_UPLOAD_S), "--max-uploads", "1"]  # fmt: skip
+            "--max-upload-seconds", str(MAX_UPLOAD_S), "--max-uploads", "1",
+            "--upload-timeout", str(UPLOAD_TIMEOUT_S)]  # fmt: skip
     with _serve(tmp, *args) as running:
         yield running
 
@@ -147,6 +149,32 @@ def test_uploads_over_the_cap_get_503_with_retry_after(limited, demo_call):
     for r in (done, again):  # the slot is given back
         assert r.status_code == 200, r.text
         assert r.json()["events"][-1]["type"] == "end"
+
+
+def test_upload_whose_body_stalls_gets_408_and_frees_its_slot(limited, demo_call):
+    """A client that sends a few bytes and then nothing cannot hold the only upload slot."""
+    url, auth = f"{limited.http}/v1/transcribe", _bearer(AGENT1)
+    wav = demo_call.path.read_bytes()
+    host, port = limited.http.removeprefix("http://").split(":")
+    head = (f"POST /v1/transcribe HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: {auth['Authorization']}\r\nContent-Length: {len(wav)}\r\n\r\n")  # fmt: skip
+
+    async def stall() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        began = time.monotonic()
+        writer.write(head.encode() + wav[:4096])  # then nothing more, connection kept open
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), UPLOAD_TIMEOUT_S + 30)  # until closed
+        writer.close()
+        return answer, time.monotonic() - began
+
+    answer, took = asyncio.run(stall())
+    head_back, _, body = answer.partition(b"\r\n\r\n")
+    assert head_back.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"did not arrive within 5 s" in body
+    assert took >= UPLOAD_TIMEOUT_S
+    after = httpx.post(url, content=wav, headers=auth, timeout=120)  # the slot was given back
+    assert after.status_code == 200 and after.json()["events"][-1]["type"] == "end", after.text
 
 
 @pytest.mark.parametrize("rate, channels", [(8000, 1), (16000, 1), (44100, 2)])

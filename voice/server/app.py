@@ -7,7 +7,8 @@ Endpoints (token on all but /healthz; see auth.py for roles):
 - WS|GET(SSE) /events         every live call's events (supervisor view)
 - GET /calls, GET /calls/{id} call records; the latter with its events in order
 - POST /v1/transcribe         an audio file in the body -> its events as JSON (413 over
-                              `max_upload_seconds` by its header; 503 while `max_uploads` run)
+                              `max_upload_seconds` by its header; 503 while `max_uploads` run;
+                              408 when the body takes longer than `upload_timeout_s`)
 - GET /healthz, GET /metrics, GET /config
 
 The routes live in voice/server/routes/ (one module per concern); every ingest stream, WebSocket

@@ -32,6 +32,7 @@ CONFIG_FLAGS = {
     "max_call_seconds": "max_call_seconds",
     "max_upload_seconds": "max_upload_seconds",
     "max_uploads": "max_uploads",
+    "upload_timeout": "upload_timeout_s",
     "batch_max": "batch_max",
     "max_queue_seconds": "max_queue_seconds",
     "subscriber_queue": "subscriber_queue",
@@ -100,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--max-uploads", type=int, metavar="N",
         help="uploads transcribed at once; more are answered 503 with Retry-After (default "
         "%(default)s)")  # fmt: skip
+    opt("--upload-timeout", type=float, metavar="SECONDS",
+        help="POST /v1/transcribe answers 408 when the request body has not fully arrived this "
+        "long after the request (default %(default)g)")  # fmt: skip
     opt("--batch-max", type=int, help="segments per ASR batch (default %(default)s)")
     opt("--max-queue-seconds", type=float,
         help="ASR backlog bound before segments are shed (default %(default)g)")  # fmt: skip

@@ -60,6 +60,8 @@ class ServerConfig:
     max_upload_seconds: float = 2 * 3600.0  # longer audio is refused (413) from its header,
     # before decoding: a few MB of compressed silence can decode to gigabytes
     max_uploads: int = 2  # uploads transcribed at once; more get 503 with Retry-After
+    upload_timeout_s: float = 300.0  # the whole body must arrive within this (else 408), so a
+    # client trickling bytes cannot hold an upload slot for ever
     kb_watch_seconds: float = 5.0  # how often the KB file is checked for edits (0: never)
 
     def validate(self) -> ServerConfig:
@@ -91,8 +93,9 @@ class ServerConfig:
             raise ConfigError("start_timeout_s must be positive")
         if self.idle_timeout_s <= 0 or self.max_call_seconds <= 0:
             raise ConfigError("idle_timeout_s and max_call_seconds must be positive")
-        if self.max_upload_seconds <= 0 or self.max_uploads < 1:
-            raise ConfigError("max_upload_seconds must be positive and max_uploads at least 1")
+        if self.max_upload_seconds <= 0 or self.max_uploads < 1 or self.upload_timeout_s <= 0:
+            raise ConfigError("max_upload_seconds and upload_timeout_s must be positive and "
+                              "max_uploads at least 1")  # fmt: skip
         if self.retention_days < 0 or self.retention_check_s <= 0:
             raise ConfigError("retention_days must be 0 (keep) or more; retention_check_s > 0")
         if self.kb_watch_seconds < 0:

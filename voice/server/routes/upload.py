@@ -36,13 +36,17 @@ async def run_upload(ctx: ServerContext, request: Request) -> Response:
     with tempfile.NamedTemporaryFile(suffix=".audio") as file:  # 0600, deleted on close
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > config.max_upload_bytes:
-                    return JSONResponse({"error": "file too large"}, 413)
-                file.write(chunk)
+            async with asyncio.timeout(config.upload_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > config.max_upload_bytes:
+                        return JSONResponse({"error": "file too large"}, 413)
+                    file.write(chunk)
         except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log
             return Response(status_code=400)
+        except TimeoutError:
+            error = f"the request body did not arrive within {config.upload_timeout_s:g} s"
+            return JSONResponse({"error": error}, 408, headers={"Connection": "close"})
         if not size:
             return JSONResponse({"error": "send the audio file as the request body"}, 400)
         file.flush()
