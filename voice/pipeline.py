@@ -107,6 +107,11 @@ class CallSession:
 
     def complete(self, segment: Segment, transcript: Transcript) -> list[Event]:
         """Events for one transcribed segment: transcript, then the answer engine's."""
+        event = self.transcript_event(segment, transcript)
+        return [] if event is None else [event, *self.answer_events(event, segment)]
+
+    def transcript_event(self, segment: Segment, transcript: Transcript) -> TranscriptEvent | None:
+        """The transcript event for one transcribed segment (None when a guard dropped it)."""
         latency_ms = 1000 * (self.clock() - self.arrival_time(segment.end))
         if not transcript.text:
             log.debug(
@@ -116,9 +121,9 @@ class CallSession:
                 segment.end,
                 transcript.dropped,
             )
-            return []
+            return None
         self.utterances += 1
-        event = TranscriptEvent(
+        return TranscriptEvent(
             call_id=self.call_id,
             start=round(segment.start, 3),
             end=round(segment.end, 3),
@@ -129,12 +134,14 @@ class CallSession:
             no_speech_prob=round(transcript.no_speech_prob, 3),
             avg_logprob=round(transcript.avg_logprob, 3),
         )
-        events: list[Event] = [event]
-        if self.answer is not None:
-            events.extend(
-                self.answer.events(event, audio=segment.samples, sample_rate=segment.sample_rate)
-            )
-        return events
+
+    def answer_events(self, event: TranscriptEvent, segment: Segment) -> list[Event]:
+        """The answer engine's events for a transcript (none without an engine). Touches only
+        the call's answer session, so a server may run it off its event loop: the voice's pitch
+        analysis takes tens of milliseconds."""
+        if self.answer is None:
+            return []
+        return self.answer.events(event, audio=segment.samples, sample_rate=segment.sample_rate)
 
     def end_event(self) -> EndEvent:
         duration = self.segmenter.samples_seen / SAMPLE_RATE

@@ -152,24 +152,36 @@ class LiveCall:
     async def _drain_results(self) -> None:
         while (item := await self._pending.get()) is not None:
             segment, future = item
+            span = f"{segment.start:.2f}-{segment.end:.2f} s"
             try:
                 transcript = await future
                 if transcript.dropped == "overload":
                     self.hub.publish(self, WarningEvent(self.call_id, (
-                        f"server overloaded: audio {segment.start:.2f}-{segment.end:.2f} s was not "
-                        "transcribed")))  # fmt: skip
+                        f"server overloaded: audio {span} was not transcribed")))  # fmt: skip
                     continue
-                events = self.session.complete(segment, transcript)
+                event = self.session.transcript_event(segment, transcript)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("segment of %s failed", self.call_id, extra={"call_id": self.call_id})
-                self.hub.metrics.errors.inc(protocol=self.protocol, kind="segment_failed")
-                self.hub.publish(self, WarningEvent(self.call_id, (
-                    f"audio {segment.start:.2f}-{segment.end:.2f} s could not be transcribed")))  # fmt: skip
+                self._failed("segment_failed", f"audio {span} could not be transcribed")
                 continue
-            for event in events:
-                self.hub.publish(self, event)
+            if event is None:
+                continue
+            # the agent sees the words before the answer engine (pitch, search) has run, and the
+            # engine runs in a thread so other calls' audio and events keep flowing meanwhile
+            self.hub.publish(self, event)
+            try:
+                events = await asyncio.to_thread(self.session.answer_events, event, segment)
+            except Exception:
+                self._failed("answer_failed", f"no suggestion for {span}: the answer engine failed")
+                continue
+            for answer_event in events:
+                self.hub.publish(self, answer_event)
+
+    def _failed(self, kind: str, message: str) -> None:
+        log.exception("%s: %s", self.call_id, message, extra={"call_id": self.call_id})
+        self.hub.metrics.errors.inc(protocol=self.protocol, kind=kind)
+        self.hub.publish(self, WarningEvent(self.call_id, message))
 
 
 class CallHub:
