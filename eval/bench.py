@@ -170,6 +170,31 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
 
 
+ANALYTICS_HEADING = "## Console analytics queries (issue 14)"
+
+
+def analytics_section(rows: int) -> str:
+    """BENCHMARKS.md section: the supervisor console's queries over `rows` generated utterances
+    (target: each under 200 ms), at 20 and at 5 utterances per call (KPIs scale with calls)."""
+    from voice.server.analytics_bench import bench_analytics
+
+    body = (
+        f"{ANALYTICS_HEADING}\n\nCommand: `make bench`. {rows:,} generated utterances over 30 days "
+        "in the store's rollup tables (`voice.server.analytics_bench`), median of 5 runs each; "
+        "target: every query under 200 ms.\n\n"
+        "| utterances per call | calls | heatmap by hour, 7 days | heatmap by day, 30 days | "
+        "KPIs, 30 days | drill-down list, 7 days |\n|---|---|---|---|---|---|\n"
+    )
+    for per_call in (20, 5):
+        r = bench_analytics(rows, turns_per_call=per_call)
+        body += (
+            f"| {per_call} | {int(r['calls']):,} | {r['heatmap_hour_7d_ms']:.0f} ms | "
+            f"{r['heatmap_day_30d_ms']:.0f} ms | {r['kpis_30d_ms']:.0f} ms | "
+            f"{r['unresolved_7d_ms']:.0f} ms |\n"
+        )
+    return body
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench", description=__doc__)
     parser.add_argument("--model", default="base")
@@ -182,8 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-answer", action="store_true", help="skip the answer-engine latency bench"
     )
+    parser.add_argument(
+        "--analytics-rows", type=int, default=1_000_000,
+        help="stored utterances for the console's analytics queries (0: skip that bench)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     print(run(args.model, args.minutes, args.out))
+    if args.analytics_rows:
+        body = analytics_section(args.analytics_rows)
+        print(body)
+        if args.out:
+            update_section(args.out, ANALYTICS_HEADING, body)
     if not args.skip_answer:
         try:
             from voice.answer.bench import run_bench

@@ -2,7 +2,8 @@
 
 Roles follow least privilege for call content under the PDPO (Cap. 486): an agent sees only
 calls assigned to it (or that its token started), a supervisor sees every call and the
-all-calls stream, an admin sees configuration and metrics but no call content.
+all-calls stream, an admin sees configuration, metrics and analytics aggregates but no call
+content.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from voice.server.audit import audit
 ROLES = ("agent", "supervisor", "admin")
 PERMISSIONS = {
     "agent": frozenset({"ingest", "own_calls", "transcribe"}),
-    "supervisor": frozenset({"ingest", "own_calls", "all_calls", "transcribe", "metrics"}),
-    "admin": frozenset({"ingest", "metrics", "config"}),
+    "supervisor": frozenset(
+        {"ingest", "own_calls", "all_calls", "transcribe", "metrics", "analytics"}
+    ),
+    "admin": frozenset({"ingest", "metrics", "config", "analytics"}),
 }
 
 

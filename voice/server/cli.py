@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from voice.cliopts import add_option
 from voice.commands import add_asr_args
@@ -112,6 +113,47 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default %(default)s)")  # fmt: skip
     add_asr_args(p)
     p.set_defaults(func=run_serve)
+    register_report(sub, defaults.db_path)
+
+
+def register_report(sub: argparse._SubParsersAction, default_db: str) -> None:
+    report = sub.add_parser("report", help="reports from the call store (weekly KB-owner report)")
+    kinds = report.add_subparsers(dest="report", metavar="REPORT", required=True)
+    weekly = kinds.add_parser(
+        "weekly",
+        help="what the AI failed on in one week, and the KPIs against the week before",
+        description="Write DIR/report.html (heatmap of unresolved utterances by category and day, "
+        "KPIs against the previous week, unresolved questions grouped by similarity with counts "
+        "and example calls) and DIR/unresolved.csv (those groups as knowledge-base rows waiting "
+        "for their answers). Both quote callers: they are written owner-only.",
+    )
+    weekly.add_argument("--db", default=default_db, help="the call store (default %(default)s)")
+    weekly.add_argument(
+        "--week", required=True, help="ISO week, e.g. 2026-W48 (Monday-Sunday, HKT)"
+    )
+    weekly.add_argument("--out", required=True, type=Path, help="folder for the two files")
+    weekly.set_defaults(func=run_weekly)
+
+
+def run_weekly(args: argparse.Namespace) -> int:
+    from voice.server import weekly
+    from voice.server.store import Store
+
+    weekly.week_period(args.week)  # a bad --week is refused before the store is opened
+    if not Path(args.db).is_file():
+        raise ConfigError(f"--db {args.db}: no such call store (voice serve --db writes one)")
+    store = Store(args.db)
+    try:
+        report = weekly.build(store.db, args.week)
+    finally:
+        store.close()
+    page, table = weekly.write(report, args.out)
+    k = report.kpis
+    print(f"{report.week}: {k['calls']} calls, {k['utterances']} utterances, "
+          f"{sum(map(sum, report.heatmap['unresolved']))} unresolved in "
+          f"{len(report.groups)} question groups")  # fmt: skip
+    print(f"wrote {page} and {table}")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace):

@@ -1,6 +1,7 @@
 """SQLite store of calls and their events, in order, owner-only on disk, kept as long as allowed.
 
 Transcripts are stored in full (readers are access-controlled); logs carry masked text only.
+Each event is folded into the analytics rollups (analytics.py) in the transaction that stores it.
 Threads: the write methods are called from one thread at a time (the hub's store thread), the
 read methods from the event loop. A file database gets a second connection for the writes, so with
 WAL a read never waits for a write or a checkpoint in progress.
@@ -8,12 +9,16 @@ WAL a read never waits for a write or a checkpoint in progress.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from voice.server import analytics
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -51,6 +56,7 @@ class Store:
         # An in-memory database exists only on its own connection, so there it does both jobs.
         self._writes = self.db if self.path == MEMORY else self._connect()
         self._writes.executescript(SCHEMA)
+        self._create_analytics()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -60,27 +66,64 @@ class Store:
         db.execute("PRAGMA secure_delete=ON")
         return db
 
+    def _create_analytics(self) -> None:
+        """Create the analytics rollups; a database from before they existed gets them filled
+        from its events, so they agree with the events from the start."""
+        db = self._writes
+        had = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?",
+            (analytics.TABLES[0],),
+        ).fetchone()[0]
+        db.executescript(analytics.SCHEMA)
+        if not had:
+            with self._transaction() as db:
+                analytics.rebuild(db)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on the write connection (autocommit otherwise); ROLLBACK if
+        anything inside fails, so an event and its rollups are stored together or not at all."""
+        db = self._writes
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # SQLite rolls back by itself after some errors (disk full)
+                db.execute("ROLLBACK")
+            raise
+
     # --- writes (one thread at a time) --------------------------------------------------------
 
     def open_call(self, call_id: str, protocol: str, agent: str | None, owner: str | None,
-                  meta: dict[str, Any]) -> None:  # fmt: skip
-        """Record a new live call; raises CallIdTaken if the id is stored already."""
+                  meta: dict[str, Any], now: float | None = None) -> None:  # fmt: skip
+        """Record a new live call (started `now`, default the current time); raises CallIdTaken
+        if the id is stored already."""
+        started = time.time() if now is None else now
         try:
-            self._writes.execute(
-                "INSERT INTO calls (id, protocol, agent, owner, started_at, status, meta) "
-                "VALUES (?, ?, ?, ?, ?, 'live', ?)",
-                (call_id, protocol, agent, owner, time.time(),
-                 json.dumps(meta, ensure_ascii=False)),
-            )  # fmt: skip
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO calls (id, protocol, agent, owner, started_at, status, meta) "
+                    "VALUES (?, ?, ?, ?, ?, 'live', ?)",
+                    (call_id, protocol, agent, owner, started,
+                     json.dumps(meta, ensure_ascii=False)),
+                )  # fmt: skip
+                analytics.open_call(db, call_id, started)
         except sqlite3.IntegrityError:
             raise CallIdTaken(call_id) from None
 
-    def add_event(self, call_id: str, seq: int, data: dict[str, Any]) -> None:
-        self._writes.execute(
-            "INSERT INTO events (call_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
-            (call_id, seq, data.get("type", "event"), time.time(),
-             json.dumps(data, ensure_ascii=False)),
-        )  # fmt: skip
+    def add_event(self, call_id: str, seq: int, data: dict[str, Any],
+                  now: float | None = None) -> None:  # fmt: skip
+        """Store an event (at `now`, default the current time) and fold it into the analytics
+        rollups in the same transaction."""
+        ts = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO events (call_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
+                (call_id, seq, data.get("type", "event"), ts,
+                 json.dumps(data, ensure_ascii=False)),
+            )  # fmt: skip
+            analytics.record(db, call_id, seq, data, ts)
 
     def close_call(self, call_id: str, status: str) -> None:
         self._writes.execute(
@@ -95,19 +138,14 @@ class Store:
         ).rowcount
 
     def expire(self, days: float, now: float | None = None) -> int:
-        """Delete finished calls that started more than `days` ago, with their events; returns
-        how many calls went."""
+        """Delete finished calls that started more than `days` ago, with their events and
+        analytics rollups; returns how many calls went."""
         cutoff = (time.time() if now is None else now) - days * DAY_S
         old = "SELECT id FROM calls WHERE started_at < ? AND status != 'live'"
-        db = self._writes
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
+            analytics.forget(db, old, (cutoff,))
             db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
             deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         if deleted and self.path != MEMORY:
             # The WAL still holds the deleted pages until a checkpoint copies and truncates it.
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

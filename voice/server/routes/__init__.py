@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from voice.server.routes.analytics import heatmap, heatmap_csv, kpis, unresolved
+from voice.server.routes.console import console_page, login_form, login_submit, logout, static
 from voice.server.routes.context import ServerContext, context
 from voice.server.routes.events import events_sse, events_ws
 from voice.server.routes.ingest import stream_ws, twilio_ws
@@ -31,4 +33,17 @@ ROUTES: list[BaseRoute] = [
     Route("/v1/transcribe", transcribe_upload, methods=["POST"]),
     WebSocketRoute("/twilio", twilio_ws),
     WebSocketRoute("/stream", stream_ws),
+    Route("/v1/analytics/heatmap", heatmap),
+    Route("/v1/analytics/heatmap.csv", heatmap_csv),
+    Route("/v1/analytics/kpis", kpis),
+    Route("/v1/analytics/unresolved", unresolved),
+    Route("/console/login", login_form, methods=["GET"]),
+    Route("/console/login", login_submit, methods=["POST"]),
+    Route("/console/logout", logout, methods=["POST"]),
+    Route("/console", console_page("wallboard")),
+    Route("/console/heatmap", console_page("heatmap")),
+    Route("/console/kpis", console_page("kpis")),
+    Route("/console/my-calls", console_page("calls")),
+    Route("/console/calls/{call_id}", console_page("call")),
+    Route("/console/static/{name}", static),
 ]

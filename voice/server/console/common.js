@@ -1,0 +1,250 @@
+// Shared by every console page: translations, the header, Hong Kong time, JSON fetches.
+"use strict";
+
+const VC = (() => {
+  const TZ = "Asia/Hong_Kong";
+  const HK_OFFSET_MS = 8 * 3600 * 1000; // Hong Kong keeps UTC+8 all year (no daylight saving)
+  const DAY_MS = 24 * 3600 * 1000;
+  const STRINGS = {
+    zh: {
+      brand: "客服語音控制台", wallboard: "即時監控", heatmap: "未解決熱圖", kpis: "服務指標",
+      calls: "通話記錄", logout: "登出", lang_other: "English", signed_in_as: "登入身分",
+      role_agent: "客服員", role_supervisor: "主管", role_admin: "管理員",
+      login_title: "登入控制台", login_intro: "請輸入主管或客服員的存取權杖。",
+      token: "存取權杖", sign_in: "登入", bad_token: "權杖無效，請重試。",
+      expired: "表單已過期，請重新提交。", forbidden_title: "無權存取",
+      forbidden_text: "你的角色不能查看此頁。", back: "返回",
+      live_calls: "進行中通話", no_calls: "目前沒有進行中的通話。", conn_live: "即時連線",
+      conn_reconnecting: "重新連線中…", conn_down: "連線中斷", health: "系統狀態",
+      server: "伺服器", queue_segments: "待轉錄片段", queue_seconds: "預計積壓（秒）",
+      overloaded: "過載", subscribers: "訂閱者", yes: "是", no: "否", ok: "正常",
+      alerts_feed: "最新警報", no_alerts: "暫無警報", agitation: "激動程度",
+      handoff_needed: "需要轉接真人", ended: "已結束", live: "進行中", suggestion: "建議回覆",
+      resolved: "已解決", unresolved: "未解決", agent: "客服員", started: "開始",
+      period: "期間", today: "今日", last7: "最近 7 日", last30: "最近 30 日", bucket: "時段",
+      by_hour: "按小時", by_day: "按日", export_csv: "匯出 CSV", category: "類別",
+      uncategorised: "未分類", cell_hint: "點擊格子查看未解決的句子。", time: "時間",
+      text: "內容", call: "通話", no_data: "此期間沒有資料。", loading: "載入中…",
+      load_failed: "載入失敗", unresolved_of: "未解決 {0} / 共 {1}", fewer: "少", more: "多",
+      utterances_in: "{0} · {1} 的未解決句子", none_found: "沒有句子。",
+      kpi_calls: "通話數", kpi_utterances: "轉錄句數", kpi_first_response_ms_p50: "首次回應（中位數）",
+      kpi_first_response_ms_p95: "首次回應（P95）", kpi_resolution_rate: "解決率",
+      kpi_handoff_rate: "轉接率", kpi_night_response_rate: "夜間回應率",
+      kpi_resolution_depth: "解決深度", kpi_sentiment_improvement: "情緒改善",
+      def_calls: "期間內開始的通話數目。", def_utterances: "期間內的轉錄句數。",
+      def_first_response: "由來電者第一句說完至第一個建議回覆的時間（毫秒），取中位數／P95。",
+      def_resolution_rate: "以已解決建議回覆的句子比例。", def_handoff_rate: "轉交真人處理的通話比例。",
+      def_night_response_rate: "夜間（香港時間 20:00–08:00）得到建議回覆的句子比例。",
+      def_resolution_depth: "每個通話在轉接或結束前已解決的對話輪數。",
+      def_sentiment_improvement: "通話最後四分之一的情緒分數減去最初四分之一。",
+      trend_daily: "每日趨勢", trend_needs_days: "趨勢需要多於一日", my_calls: "我的通話",
+      status: "狀態", protocol: "協定", ended_at: "結束", events: "事件", duration: "長度",
+      call_detail: "通話詳情", transcript: "轉錄", alert: "警報", handoff: "轉接", end: "結束",
+      warning: "警告", error_ev: "錯誤", segment: "語音段", no_events: "沒有事件。",
+      status_live: "進行中", status_ended: "已結束", status_completed: "已完成",
+      status_disconnected: "連線中斷", status_interrupted: "伺服器中斷", status_server_shutdown: "伺服器關閉",
+      status_idle_timeout: "閒置逾時", status_max_call_length: "超過長度", status_error: "錯誤",
+      status_store_failed: "儲存失敗",
+      not_allowed_live: "你的角色不能查看即時通話。",
+    },
+    en: {
+      brand: "Voice console", wallboard: "Wallboard", heatmap: "Unresolved heatmap", kpis: "KPIs",
+      calls: "Calls", logout: "Sign out", lang_other: "中文", signed_in_as: "Signed in as",
+      role_agent: "agent", role_supervisor: "supervisor", role_admin: "admin",
+      login_title: "Sign in to the console", login_intro: "Enter your supervisor or agent access token.",
+      token: "Access token", sign_in: "Sign in", bad_token: "That token is not valid. Try again.",
+      expired: "The form expired; please submit it again.", forbidden_title: "Not allowed",
+      forbidden_text: "Your role may not open this page.", back: "Back",
+      live_calls: "Live calls", no_calls: "No calls in progress.", conn_live: "Live",
+      conn_reconnecting: "Reconnecting…", conn_down: "Disconnected", health: "System health",
+      server: "Server", queue_segments: "Segments queued", queue_seconds: "Backlog (s)",
+      overloaded: "Overloaded", subscribers: "Subscribers", yes: "yes", no: "no", ok: "OK",
+      alerts_feed: "Latest alerts", no_alerts: "No alerts yet", agitation: "Agitation",
+      handoff_needed: "Hand to a human", ended: "Ended", live: "Live", suggestion: "Suggested reply",
+      resolved: "resolved", unresolved: "unresolved", agent: "Agent", started: "Started",
+      period: "Period", today: "Today", last7: "Last 7 days", last30: "Last 30 days", bucket: "Bucket",
+      by_hour: "By hour", by_day: "By day", export_csv: "Export CSV", category: "Category",
+      uncategorised: "Uncategorised", cell_hint: "Click a cell to list its unresolved utterances.",
+      time: "Time", text: "Text", call: "Call", no_data: "No data for this period.",
+      loading: "Loading…", load_failed: "Could not load", unresolved_of: "{0} unresolved of {1}",
+      fewer: "fewer", more: "more", utterances_in: "Unresolved in {0} · {1}", none_found: "None.",
+      kpi_calls: "Calls", kpi_utterances: "Utterances", kpi_first_response_ms_p50: "First response (p50)",
+      kpi_first_response_ms_p95: "First response (p95)", kpi_resolution_rate: "Resolution rate",
+      kpi_handoff_rate: "Handoff rate", kpi_night_response_rate: "Night response rate",
+      kpi_resolution_depth: "Resolution depth", kpi_sentiment_improvement: "Sentiment improvement",
+      def_calls: "Calls started in the period.", def_utterances: "Transcripts in the period.",
+      def_first_response: "End of the caller's first utterance to the first suggestion, in ms (p50 / p95).",
+      def_resolution_rate: "Utterances answered with a resolved suggestion.",
+      def_handoff_rate: "Calls handed to a human.",
+      def_night_response_rate: "Night-time (20:00–08:00 Hong Kong) utterances given a suggestion.",
+      def_resolution_depth: "Resolved turns per call before handoff or end.",
+      def_sentiment_improvement: "Sentiment in the last quarter of the call minus the first.",
+      trend_daily: "Daily trend", trend_needs_days: "A trend needs more than one day", my_calls: "My calls",
+      status: "Status", protocol: "Protocol", ended_at: "Ended", events: "Events", duration: "Duration",
+      call_detail: "Call", transcript: "Transcript", alert: "Alert", handoff: "Handoff", end: "End",
+      warning: "Warning", error_ev: "Error", segment: "Segment", no_events: "No events.",
+      status_live: "live", status_ended: "ended", status_completed: "completed",
+      status_disconnected: "disconnected", status_interrupted: "interrupted",
+      status_server_shutdown: "server shut down", status_idle_timeout: "idle timeout",
+      status_max_call_length: "too long", status_error: "error", status_store_failed: "not stored",
+      not_allowed_live: "Your role may not view live calls.",
+    },
+  };
+  const listeners = [];
+  let current = localStorage.getItem("voice.lang") === "en" ? "en" : "zh";
+
+  function t(key, ...args) {
+    const s = STRINGS[current][key] ?? STRINGS.zh[key] ?? key;
+    return s.replace(/\{(\d)\}/g, (_, i) => String(args[Number(i)] ?? ""));
+  }
+
+  function applyStatic() {
+    document.documentElement.lang = current === "zh" ? "zh-Hant-HK" : "en";
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+    for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
+      el.placeholder = t(el.dataset.i18nPlaceholder);
+    }
+    const title = document.body.dataset.title;
+    if (title) document.title = `${t(title)} · ${t("brand")}`;
+  }
+
+  function setLang(lang) {
+    current = lang;
+    localStorage.setItem("voice.lang", lang);
+    applyStatic();
+    for (const fn of listeners) fn();
+  }
+
+  function onLang(fn) { listeners.push(fn); }
+
+  // A DOM element: el("a", {href: "/x", class: "y"}, "text", child...)
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat()) {
+      if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+    }
+    return node;
+  }
+
+  const formatters = {};
+  function fmt(date, kind) {
+    const locale = current === "zh" ? "zh-HK" : "en-GB";
+    const key = `${locale}:${kind}`;
+    if (!formatters[key]) {
+      const opts = {
+        time: { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false },
+        datetime: { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false },
+        hour: { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false },
+        day: { month: "short", day: "numeric", weekday: "short" },
+        full: { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+          second: "2-digit", hour12: false },
+      }[kind];
+      formatters[key] = new Intl.DateTimeFormat(locale, { ...opts, timeZone: TZ });
+    }
+    return formatters[key].format(date);
+  }
+
+  // A Date from epoch seconds, epoch ms or an ISO string (a string without an offset is HK time).
+  function toDate(value) {
+    if (value instanceof Date) return value;
+    if (typeof value === "number") return new Date(value < 1e12 ? value * 1000 : value);
+    const s = String(value);
+    const hasZone = /([zZ]|[+-]\d\d:?\d\d)$/.test(s);
+    return new Date(hasZone || !s.includes("T") ? s : `${s}+08:00`);
+  }
+
+  function hkTime(value, kind = "datetime") {
+    if (value === null || value === undefined || value === "") return "—";
+    return fmt(toDate(value), kind);
+  }
+
+  // ISO 8601 in Hong Kong time with its offset, as the analytics API takes it.
+  function hkIso(ms) {
+    const d = new Date(ms + HK_OFFSET_MS);
+    return `${d.toISOString().slice(0, 19)}+08:00`;
+  }
+
+  // The start (epoch ms) of the Hong Kong day `daysAgo` days before today's.
+  function hkDayStart(daysAgo = 0, now = Date.now()) {
+    return Math.floor((now + HK_OFFSET_MS) / DAY_MS) * DAY_MS - HK_OFFSET_MS - daysAgo * DAY_MS;
+  }
+
+  // Whole Hong Kong days up to the end of today: a fixed grid, and turns stamped by their audio
+  // time (a call streamed or uploaded faster than real time) are counted at once.
+  function periodRange(period) {
+    const now = Date.now();
+    const days = { today: 1, "7d": 7, "30d": 30 }[period] || 1;
+    return { from: hkDayStart(days - 1, now), to: hkDayStart(-1, now), days };
+  }
+
+  async function getJSON(url) {
+    const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (r.status === 401) {
+      location.href = "/console/login";
+      throw new Error("signed out");
+    }
+    if (!r.ok) {
+      let detail = url.split("?")[0];
+      try { detail = (await r.json()).error || detail; } catch { /* not JSON */ }
+      throw Object.assign(new Error(`${r.status} ${detail}`), { status: r.status });
+    }
+    return r.json();
+  }
+
+  function statusName(s) {
+    const key = `status_${s}`;
+    return key in STRINGS[current] ? t(key) : String(s);
+  }
+
+  function categoryName(c) {
+    return !c || c === "未分類" || c === "uncategorised" || c === "uncategorized" ? t("uncategorised") : c;
+  }
+
+  function buildHeader() {
+    const body = document.body;
+    const nav = document.getElementById("nav");
+    if (nav) {
+      const hrefs = { wallboard: "/console", heatmap: "/console/heatmap", kpis: "/console/kpis",
+        calls: "/console/my-calls" };
+      for (const p of (body.dataset.pages || "").split(" ").filter(Boolean)) {
+        const key = p === "calls" && body.dataset.role === "agent" ? "my_calls" : p;
+        nav.append(el("a", { href: hrefs[p], "data-i18n": key,
+          class: body.dataset.page === p ? "current" : "" }, t(key)));
+      }
+    }
+    const who = document.getElementById("who");
+    const render = () => {
+      if (who) who.textContent = `${body.dataset.name} · ${t(`role_${body.dataset.role}`)}`;
+    };
+    render();
+    onLang(render);
+    const toggle = document.getElementById("lang-toggle");
+    if (toggle) {
+      toggle.setAttribute("data-i18n", "lang_other");
+      toggle.addEventListener("click", () => setLang(current === "zh" ? "en" : "zh"));
+    }
+    const clock = document.getElementById("clock");
+    if (clock) {
+      const tick = () => { clock.textContent = `${hkTime(Date.now(), "full")} HKT`; };
+      tick();
+      setInterval(tick, 1000);
+      onLang(tick);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    buildHeader();
+    applyStatic();
+  });
+
+  return { t, el, onLang, setLang, lang: () => current, hkTime, hkIso, hkDayStart, periodRange,
+    getJSON, toDate, categoryName, statusName, DAY_MS };
+})();
