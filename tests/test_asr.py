@@ -119,6 +119,15 @@ def test_a_phrase_loop_keeps_its_first_turn_as_the_transcript(tiny_model_dir):
     assert (result.text, result.raw_text, result.dropped) == ("因為我們是在做的", LOOP, None)
 
 
+def test_a_character_cut_by_the_token_cap_is_dropped_not_shown_as_a_box(tiny_model_dir):
+    t = Transcriber.load(tiny_model_dir, AsrOptions(compute_type="float32"))
+    tokens = t.tokenizer.encode("我個account login五六五九蚊")
+    cut = next(n for n in range(len(tokens), 0, -1) if "\ufffd" in t.tokenizer.decode(tokens[:n]))
+    result = t._finish((tokens[:cut], -0.2, 0.0), 30, 1.0)
+    assert "\ufffd" in result.raw_text and "\ufffd" not in result.text
+    assert result.text.startswith("我個account login五六")
+
+
 def test_window_follows_model_card_and_options(tiny_model_dir):
     stock = Transcriber.load(tiny_model_dir, AsrOptions(compute_type="float32"))
     assert stock.window_for(3.0) == 30

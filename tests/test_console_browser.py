@@ -142,8 +142,12 @@ def test_supervisor_console_end_to_end(server, browser, shots, demo_call):
         assert "需要轉接真人" in page.inner_text(f"{card} .handoff-banner")
     if "alert" in types:
         page.wait_for_selector(f'#feed a[href="/console/calls/{CALL_ID}"]', timeout=10000)
-    if "suggestion" in types:
+    suggestions = [e for e in record["events"] if e["type"] == "suggestion"]
+    if suggestions:  # the card shows the last turn's best reply, or that nothing matched
         page.wait_for_selector(f"{card} .suggestion", timeout=10000)
+        last = suggestions[-1]["suggestions"]
+        shown = page.inner_text(f"{card} .suggestion")
+        assert (last[0]["reply"] in shown) if last else ("知識庫沒有相關答案" in shown), shown
     page.wait_for_function("document.querySelector('#health').innerText.includes('正常')")
     page.screenshot(path=str(shots / "wallboard-after-call.png"), full_page=True)
 

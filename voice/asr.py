@@ -245,7 +245,8 @@ class Transcriber:
             return Transcript("", dropped="no_speech", **common)
         # phrase loops first: a phrase looped back to back is cut to one copy, not collapsed to two;
         # what came before the loop is kept as the transcript
-        text = collapse_repetitions(cut_phrase_loop(raw))
+        # a token cap can cut a character's bytes in two: the decoder then writes U+FFFD
+        text = collapse_repetitions(cut_phrase_loop(raw.replace("\ufffd", "")))
         ratio = compression_ratio(text)
         if ratio > o.compression_ratio_threshold:
             return Transcript("", compression_ratio=ratio, dropped="repetition", **common)

@@ -104,7 +104,10 @@
       best ? el("div", { class: "suggestion" },
         el("strong", {}, `${t("suggestion")} · ${VC.categoryName(best.category)} `),
         el("span", { class: `badge ${s.resolved ? "ok" : "warn"}` }, s.resolved ? t("resolved") : t("unresolved")),
-        el("div", {}, best.reply)) : null,
+        el("div", {}, best.reply))
+        // the last turn matched no entry: say so rather than keep showing an older reply
+        : s ? el("div", { class: "suggestion none" }, el("strong", {}, t("suggestion")), " ",
+          el("span", { class: "badge warn" }, t("no_entry"))) : null,
       c.alerts.length ? el("ul", { class: "alerts-list" },
         c.alerts.map((a) => el("li", {}, `${VC.hkTime(a.at, "time")} ${a.message}`))) : null,
       el("div", { class: "transcript" }, c.lines.map((l) => el("p", { class: "line" },
