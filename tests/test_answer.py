@@ -431,7 +431,7 @@ def test_raised_voice_raises_the_level_against_the_callers_own_calm_lines(engine
     raised = session.answer(agitated[0][0], audio=agitated[0][1])
     assert raised.sentiment.text_score == 0.0 and raised.sentiment.voice_score >= 0.6
     assert raised.sentiment.level == 2
-    assert "(raised voice)" in sentiment_alerts(raised)[0]["cues"]
+    assert "(raised voice)" in sentiment_alerts(raised)[0].cues
     calm_again = session.answer(calm[4][0], audio=calm[4][1])
     assert calm_again.sentiment.voice_score <= 0.2 and calm_again.sentiment.level == 0
     # Sarcastic thanks: positive words, raised voice.
