@@ -38,13 +38,15 @@ SECURITY_HEADERS = {
 }
 HOME = {"wallboard": "/console", "heatmap": "/console/heatmap", "kpis": "/console/kpis",
         "calls": "/console/my-calls"}  # fmt: skip
-# page name -> its template; who may open which is pages_for
+# page name -> (its body in CONSOLE_DIR, its script or None, its title's i18n key); every page
+# is that body inside layout.html (head, navigation, sign-out form); who may open which: pages_for
 PAGES = {
-    "wallboard": "wallboard.html",
-    "heatmap": "heatmap.html",
-    "kpis": "kpis.html",
-    "calls": "calls.html",
-    "call": "call.html",
+    "wallboard": ("wallboard.html", "wallboard.js", "wallboard"),
+    "heatmap": ("heatmap.html", "heatmap.js", "heatmap"),
+    "kpis": ("kpis.html", "kpis.js", "kpis"),
+    "calls": ("calls.html", "calls.js", "calls"),
+    "call": ("call.html", "call.js", "call_detail"),
+    "forbidden": ("forbidden.html", None, "forbidden_title"),
 }
 
 
@@ -58,7 +60,22 @@ def pages_for(principal: Principal) -> list[str]:
 
 def render(template: str, status: int = 200, /, **values: str) -> HTMLResponse:
     """A page from CONSOLE_DIR with its {{placeholders}} filled, HTML-escaped."""
-    text = (CONSOLE_DIR / template).read_text(encoding="utf-8")
+    return fill((CONSOLE_DIR / template).read_text(encoding="utf-8"), status, **values)
+
+
+def render_page(name: str, status: int = 200, /, **values: str) -> HTMLResponse:
+    """Console page `name`: its body and script inside layout.html, placeholders filled."""
+    body, script, title = PAGES[name]
+    tag = f'<script src="/console/static/{script}" defer></script>' if script else ""
+    text = (CONSOLE_DIR / "layout.html").read_text(encoding="utf-8")
+    text = text.replace("[[script]]", tag).replace(
+        "[[main]]", (CONSOLE_DIR / body).read_text(encoding="utf-8")
+    )
+    return fill(text, status, page=name, title=title, **{"call_id": "", **values})
+
+
+def fill(text: str, status: int, /, **values: str) -> HTMLResponse:
+    """`text` with its {{placeholders}} filled, HTML-escaped, as a response."""
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
     return HTMLResponse(text, status, headers=SECURITY_HEADERS)
@@ -132,15 +149,15 @@ async def logout(request: Request) -> Response:
 
 def page(name: str, session: Session, **values: str) -> HTMLResponse:
     principal = session.principal
-    return render(PAGES[name], csrf=session.csrf, role=principal.role, name=principal.name,
-                  pages=" ".join(pages_for(principal)), **values)  # fmt: skip
+    return render_page(name, csrf=session.csrf, role=principal.role, name=principal.name,
+                       pages=" ".join(pages_for(principal)), **values)  # fmt: skip
 
 
 def forbidden(session: Session) -> HTMLResponse:
     principal = session.principal
     audit("console.page", "failure", principal, reason="forbidden")
-    return render("forbidden.html", 403, csrf=session.csrf, role=principal.role,
-                  name=principal.name, pages=" ".join(pages_for(principal)))  # fmt: skip
+    return render_page("forbidden", 403, csrf=session.csrf, role=principal.role,
+                       name=principal.name, pages=" ".join(pages_for(principal)))  # fmt: skip
 
 
 def console_page(name: str):
