@@ -228,6 +228,12 @@ def _num(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def spreadsheet_safe(cell: str) -> str:
+    """`cell` for a CSV export: one a spreadsheet would run as a formula (=, +, -, @ first) is
+    kept as text with a leading apostrophe."""
+    return "'" + cell if cell.startswith(("=", "+", "-", "@")) else cell
+
+
 def best_category(data: dict[str, Any]) -> str:
     suggestions = data.get("suggestions")
     if isinstance(suggestions, list) and suggestions and isinstance(suggestions[0], dict):
@@ -589,6 +595,7 @@ __all__ = [
     "parse_bucket",
     "parse_time",
     "rebuild",
+    "spreadsheet_safe",
     "record",
     "unresolved_turns",
 ]

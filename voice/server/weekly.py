@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from voice.errors import ConfigError
+from voice.server import analytics
 
 WEEK_PATTERN = re.compile(r"^(\d{4})-W(\d{2})$")
 SIMILAR = 70  # rapidfuzz ratio (0-100) at which two unresolved utterances count as one question
@@ -41,8 +42,6 @@ KPI_ROWS = {
 
 def week_period(week: str) -> tuple[datetime, datetime]:
     """Monday 00:00 to the next Monday 00:00, Hong Kong time, of an ISO week such as 2026-W48."""
-    from voice.server.analytics import HK
-
     match = WEEK_PATTERN.match(week.strip())
     if not match:
         raise ConfigError(f"--week {week!r}: write the ISO week as YYYY-Www, e.g. 2026-W48")
@@ -50,7 +49,7 @@ def week_period(week: str) -> tuple[datetime, datetime]:
         monday = datetime.fromisocalendar(int(match[1]), int(match[2]), 1)
     except ValueError:
         raise ConfigError(f"--week {week!r}: year {match[1]} has no week {match[2]}") from None
-    start = monday.replace(tzinfo=HK)
+    start = monday.replace(tzinfo=analytics.HK)
     return start, start + timedelta(days=7)
 
 
@@ -108,8 +107,6 @@ class WeeklyReport:
 
 def build(db, week: str) -> WeeklyReport:
     """The report of ISO `week` from a store's read connection."""
-    from voice.server import analytics
-
     start, end = week_period(week)
     heat = analytics.heatmap(db, start, end, "day")
     turns = [
@@ -147,22 +144,11 @@ def render_csv(report: WeeklyReport) -> str:
     writer.writerow([*KB_COLUMNS, "count", "example_calls"])
     for group in report.groups:
         questions = "|".join(dict.fromkeys(group.texts))
-        category = "" if group.category == _uncategorised() else group.category
+        category = "" if group.category == analytics.UNCATEGORISED else group.category
         row = ["", category, questions, "", "", "", "normal", group.count,
                " ".join(group.calls[:EXAMPLES])]  # fmt: skip
-        writer.writerow([_no_formula(str(v)) for v in row])
+        writer.writerow([analytics.spreadsheet_safe(str(v)) for v in row])
     return "\ufeff" + buffer.getvalue()
-
-
-def _no_formula(value: str) -> str:
-    """A cell a spreadsheet would run as a formula (=, +, -, @ first) is quoted as text."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
-
-
-def _uncategorised() -> str:
-    from voice.server.analytics import UNCATEGORISED
-
-    return UNCATEGORISED
 
 
 def render_html(report: WeeklyReport) -> str:

@@ -27,7 +27,6 @@ from voice.server.auth import Principal
 from voice.server.routes.context import context
 
 MAX_LIMIT = 1000  # drill-down rows per request
-CSV_FORMULA_START = ("=", "+", "-", "@")  # a spreadsheet would run such a cell as a formula
 
 
 def _period(request: Request) -> tuple[datetime, datetime]:
@@ -136,7 +135,7 @@ def heatmap_to_csv(grid: dict[str, Any]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["category", "bucket", "unresolved", "total"])
     for row, category in enumerate(grid["categories"]):
-        cell = "'" + category if category.startswith(CSV_FORMULA_START) else category
+        cell = analytics.spreadsheet_safe(category)
         for col, bucket in enumerate(grid["buckets"]):
             writer.writerow([cell, bucket, grid["unresolved"][row][col], grid["total"][row][col]])
     return out.getvalue()
