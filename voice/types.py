@@ -237,6 +237,42 @@ class EndEvent(Event):
     utterances: int
 
 
+@dataclass(frozen=True)
+class ReferralEvent(Event):
+    """The call is referred to a department (a routing rule matched); `deadline` is the SLA's end
+    (Unix seconds) unless someone acknowledges it first."""
+
+    type: ClassVar[str] = "referral"
+    referral_id: str
+    department: str
+    category: str
+    outcome: str  # unresolved | handoff: what the turn ended as
+    sla_minutes: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class ReferralBreachedEvent(Event):
+    """A referral's deadline passed without an acknowledgement."""
+
+    type: ClassVar[str] = "referral_breached"
+    referral_id: str
+    department: str
+    category: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class TicketCommentEvent(Event):
+    """A person replied in the call's helpdesk ticket (Zendesk): their words for the agent."""
+
+    type: ClassVar[str] = "ticket_comment"
+    ticket_id: int
+    comment_id: int
+    author: str
+    body: str
+
+
 __all__ = [
     "SAMPLE_RATE",
     "YUE",
@@ -258,4 +294,7 @@ __all__ = [
     "HandoffEvent",
     "WarningEvent",
     "EndEvent",
+    "ReferralEvent",
+    "ReferralBreachedEvent",
+    "TicketCommentEvent",
 ]

@@ -26,6 +26,8 @@ import logging
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from voice.integrations.config import IntegrationsConfig
+from voice.integrations.service import Integrations
 from voice.server.auth import Authenticator
 from voice.server.calls import CallHub
 from voice.server.config import ServerConfig
@@ -52,22 +54,29 @@ def create_app(
     transcriber,
     vad_options: VadOptions = VadOptions(),
     answer_engine=None,
+    integrations: IntegrationsConfig | None = None,
 ) -> Starlette:
-    """Build the app; the scheduler, store and AudioSocket listener start with it."""
+    """Build the app; the scheduler, store, AudioSocket listener and integrations (webhooks,
+    Zendesk, referrals: voice/integrations/) start with it."""
     config = config.validate()
+    service = Integrations(integrations) if integrations is not None else None
     metrics = ServerMetrics()
     server = ServerContext(
         config=config,
         metrics=metrics,
         auth=Authenticator(config.tokens, config.insecure_no_auth),
         uploads=asyncio.Semaphore(config.max_uploads),
+        integrations=service,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        store = Store(config.db_path)
-        hub = CallHub(config, store, metrics, vad_options, answer_engine, transcriber)
+        store = Store(config.db_path, service.outbox if service else None)
+        router = service.referrals if service else None
+        hub = CallHub(config, store, metrics, vad_options, answer_engine, transcriber, router)
         hub.scheduler.start()
+        if service is not None:
+            service.start(hub, store, metrics)
         server.hubs["hub"] = hub
         listener = None
         if config.audiosocket_port is not None:
@@ -88,6 +97,8 @@ def create_app(
             if listener is not None:
                 listener.close()
             await hub.shutdown()
+            if service is not None:
+                await service.stop()
             store.close()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RequestContext)])

@@ -21,9 +21,9 @@ ROLES = ("agent", "supervisor", "admin")
 PERMISSIONS = {
     "agent": frozenset({"ingest", "own_calls", "transcribe"}),
     "supervisor": frozenset(
-        {"ingest", "own_calls", "all_calls", "transcribe", "metrics", "analytics"}
+        {"ingest", "own_calls", "all_calls", "transcribe", "metrics", "analytics", "referrals"}
     ),
-    "admin": frozenset({"ingest", "metrics", "config", "analytics"}),
+    "admin": frozenset({"ingest", "metrics", "config", "analytics", "referrals"}),
 }
 
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voice.audio import AudioError, StreamDecoder
 from voice.pipeline import CallSession, StreamFormat
@@ -38,6 +38,9 @@ from voice.server.serializers import (
 )
 from voice.server.store import Store
 from voice.types import Event, Segment, WarningEvent
+
+if TYPE_CHECKING:
+    from voice.integrations.routing import Router
 from voice.vad import VadOptions
 
 log = logging.getLogger(__name__)
@@ -177,6 +180,8 @@ class LiveCall:
                 continue
             for answer_event in events:
                 self.hub.publish(self, answer_event)
+            for referral in self.hub.route(self, events):
+                self.hub.publish(self, referral)
 
     def _failed(self, kind: str, message: str) -> None:
         log.exception("%s: %s", self.call_id, message, extra={"call_id": self.call_id})
@@ -188,8 +193,11 @@ class CallHub:
     """All live calls, their subscribers and the store."""
 
     def __init__(self, config: ServerConfig, store: Store, metrics: ServerMetrics,
-                 vad_options: VadOptions, answer_engine=None, transcriber=None):  # fmt: skip
+                 vad_options: VadOptions, answer_engine=None, transcriber=None,
+                 router: Router | None = None):  # fmt: skip
         self.config = config
+        self.router = router  # referral rules (integrations), or None
+        self.on_stored: Callable[[str], None] | None = None  # told each stored event's type
         self.store = store
         self.metrics = metrics
         self.vad_options = vad_options
@@ -237,6 +245,36 @@ class CallHub:
             return  # the call is over: nothing more is recorded or sent
         data, stored = self._store_event(call, event)
         stored.add_done_callback(lambda _: self._fan_out(call, data))
+
+    def route(self, call: LiveCall, events: list[Event]) -> list[Event]:
+        """The referral events a turn's answer events call for (none without routing rules)."""
+        if self.router is None or not events:
+            return []
+        return self.router.after_turn(call.call_id, events)
+
+    async def inject(self, call_id: str, event: Event) -> bool:
+        """Add an event from outside the audio (a ticket reply, a referral's breach) to a call:
+        published to a live call's subscribers, appended to a finished call's record. False if
+        the call is unknown."""
+        live = self.calls.get(call_id)
+        if live is not None:
+            self.publish(live, event)
+            return True
+        if self.store.summary(call_id) is None:
+            return False
+        data = event.to_dict()
+        await self.run_write(self.store.append_event, call_id, data)
+        self.metrics.events.inc(type=data["type"])
+        if self.on_stored is not None:
+            self.on_stored(data["type"])
+        for sub in self._all_subs:  # supervisors see it; the call's own streams have ended
+            if not sub.offer(data):
+                self._drop(sub)
+        return True
+
+    def run_write(self, write: Callable[..., Any], *args) -> asyncio.Future:
+        """Run a store write on the store thread, after those queued before it."""
+        return asyncio.get_running_loop().run_in_executor(self._writer, write, *args)
 
     def warn(self, call_id: str, message: str) -> None:
         call = self.calls.get(call_id)
@@ -300,7 +338,7 @@ class CallHub:
             if not done.cancelled() and done.exception() is not None:
                 self._store_failed(call, done.exception())
 
-        future = asyncio.get_running_loop().run_in_executor(self._writer, write, *args)
+        future = self.run_write(write, *args)
         future.add_done_callback(check)
         return future
 
@@ -336,6 +374,8 @@ class CallHub:
         if call.store_error is not None:
             return  # not stored, or the call failed before: its subscribers were sent the end
         self.metrics.events.inc(type=data["type"])
+        if self.on_stored is not None:
+            self.on_stored(data["type"])
         if data["type"] == "transcript":
             self.metrics.transcripts.inc()
             self.metrics.latency.observe(data["latency_ms"] / 1000)

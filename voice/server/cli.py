@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--retention-interval", type=float, metavar="SECONDS",
         help="how often expired calls are deleted (default %(default)g)")  # fmt: skip
     p.add_argument("--kb", help="knowledge base (CSV/XLSX) for suggested replies")
+    p.add_argument("--integrations", metavar="FILE",
+                   help="YAML file of webhooks, Zendesk sync and referral rules (README: "
+                   "Integrations); checked at start, errors name the key")  # fmt: skip
     opt("--kb-watch", type=float, metavar="SECONDS",
         help="reload the KB this often when its file changes; a broken edit is logged and the old "
         "KB kept (default %(default)g; 0: never)")  # fmt: skip
@@ -178,6 +181,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from voice.server.app import create_app
 
     config = config_from_args(args)  # refuse bad settings before loading the model
+    integrations = None
+    if args.integrations:
+        from voice.integrations.config import load
+
+        integrations = load(args.integrations)
     logs.configure(logging.DEBUG if args.verbose else logging.INFO, secrets=config.tokens)
     transcriber, vad = asr_from_args(args)
     engine = None
@@ -187,7 +195,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
         engine = AnswerEngine.from_file(args.kb)
         preload()  # librosa's ~3 s first import now, not inside the first caller's utterance
-    app = create_app(config, transcriber, vad, engine)
+    app = create_app(config, transcriber, vad, engine, integrations)
     if config.insecure_no_auth:
         log.warning("authentication is OFF (--insecure-no-auth): every client is a supervisor")
     uv = uvicorn.Config(

@@ -128,6 +128,18 @@ class ServerMetrics:
             r, "voice_asr_batch_size", "Segments per ASR batch", buckets=BATCH_BUCKETS
         )
 
+        self.deliveries = Counter(
+            r, "voice_integration_deliveries_total",
+            "Webhook and Zendesk delivery attempts, by target and outcome "
+            "(delivered, retry, dead, gone)", ["target", "outcome"],
+        )  # fmt: skip
+        self.delivery_seconds = Histogram(
+            r, "voice_integration_delivery_seconds", "Wall time of one delivery attempt"
+        )
+        self.outbox_pending = Gauge(
+            r, "voice_integration_outbox_pending", "Deliveries waiting to be sent or retried"
+        )
+
     def render(self) -> bytes:
         """The exposition for GET /metrics; serve it as `content_type`."""
         return generate_latest(self.registry)

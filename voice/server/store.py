@@ -1,7 +1,8 @@
 """SQLite store of calls and their events, in order, owner-only on disk, kept as long as allowed.
 
 Transcripts are stored in full (readers are access-controlled); logs carry masked text only.
-Each event is folded into the analytics rollups (analytics.py) in the transaction that stores it.
+Each event is folded into the analytics rollups (analytics.py) and, with integrations, into the
+outbox (voice/integrations/outbox.py) in the transaction that stores it.
 Threads: the write methods are called from one thread at a time (the hub's store thread), the
 read methods from the event loop. A file database gets a second connection for the writes, so with
 WAL a read never waits for a write or a checkpoint in progress.
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from voice.integrations import routing, zendesk
+from voice.integrations.outbox import Outbox
 from voice.server import analytics
 
 SCHEMA = """
@@ -48,14 +51,19 @@ class CallIdTaken(Exception):
 class Store:
     """Calls and events tables; every write commits (WAL, so writes do not wait for fsync)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, outbox: Outbox | None = None):
         self.path = str(path)
+        self.outbox = outbox
         if self.path != MEMORY:
             _make_private(Path(self.path))
         self.db = self._connect()  # reads
         # An in-memory database exists only on its own connection, so there it does both jobs.
         self._writes = self.db if self.path == MEMORY else self._connect()
         self._writes.executescript(SCHEMA)
+        # Always, integrations or not: `voice integrations` and the console read these tables.
+        Outbox.create(self._writes)
+        routing.create(self._writes)
+        zendesk.create(self._writes)
         self._create_analytics()
 
     def _connect(self) -> sqlite3.Connection:
@@ -124,6 +132,24 @@ class Store:
                  json.dumps(data, ensure_ascii=False)),
             )  # fmt: skip
             analytics.record(db, call_id, seq, data, ts)
+            if self.outbox is not None:
+                self.outbox.record(db, call_id, seq, data, ts)
+
+    def append_event(self, call_id: str, data: dict[str, Any], now: float | None = None) -> int:
+        """Store an event after a call's last one (a finished call: a referral's breach, an
+        agent's reply in the ticket); returns its seq. Live calls number their own events."""
+        with self._transaction() as db:
+            seq = db.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM events WHERE call_id=?", (call_id,)
+            ).fetchone()[0]
+        self.add_event(call_id, seq, {**data, "seq": seq}, now)
+        return seq
+
+    def transact(self, work, *args):
+        """Run `work(db, *args)` in one write transaction and return its result (the outbox
+        worker's and the integrations' own writes, on the store thread)."""
+        with self._transaction() as db:
+            return work(db, *args)
 
     def close_call(self, call_id: str, status: str) -> None:
         self._writes.execute(
@@ -144,6 +170,7 @@ class Store:
         old = "SELECT id FROM calls WHERE started_at < ? AND status != 'live'"
         with self._transaction() as db:
             analytics.forget(db, old, (cutoff,))
+            Outbox.forget(db, old, (cutoff,))
             db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
             deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount
         if deleted and self.path != MEMORY:

@@ -84,6 +84,7 @@ class ServerContext:
     uploads: asyncio.Semaphore  # POST /v1/transcribe in progress
     hubs: dict[str, Any] = field(default_factory=dict)  # "hub" once the lifespan has started
     sessions: Sessions = field(default_factory=Sessions)  # console sign-ins
+    integrations: Any = None  # voice.integrations.service.Integrations, with --integrations
 
     @property
     def hub(self) -> CallHub:
