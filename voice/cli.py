@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "finetune.cli",
     "voice.answer.cli",
     "voice.server.cli",
+    "voice.integrations.cli",
 )
 
 log = logging.getLogger(__name__)

@@ -93,6 +93,14 @@ class IntegrationsConfig:
         """Every outbox target: the endpoints' names, and `zendesk` when configured."""
         return [e.name for e in self.webhooks] + ([ZENDESK] if self.zendesk else [])
 
+    def secrets(self) -> list[str]:
+        """Every credential in the file and the environment it named, for the log redactor
+        (webhook secrets, the URL query strings that carry robots' tokens, Zendesk's token)."""
+        found = [e.secret for e in self.webhooks] + [urlsplit(e.url).query for e in self.webhooks]
+        if self.zendesk:
+            found += [self.zendesk.token, self.zendesk.webhook_secret]
+        return [s for s in found if s]
+
     def console_link(self, call_id: str) -> str | None:
         return f"{self.public_url.rstrip('/')}/console/calls/{call_id}" if self.public_url else None
 
@@ -206,7 +214,7 @@ def _check_whsec(secret: str, key: str) -> None:
     if not secret.startswith("whsec_"):
         raise ConfigError(f"{key}: a Standard Webhooks secret starts with whsec_")
     try:
-        raw = base64.b64decode(secret[len("whsec_"):], validate=True)
+        raw = base64.b64decode(secret[len("whsec_") :], validate=True)
     except (binascii.Error, ValueError):
         raise ConfigError(f"{key}: the part after whsec_ must be base64") from None
     if not 24 <= len(raw) <= 64:

@@ -65,8 +65,10 @@ def dingtalk(endpoint: Endpoint, delivery: Delivery, now: float) -> Request:
         sign = quote_plus(base64.b64encode(digest).decode())
         url += ("&" if "?" in url else "?") + f"timestamp={timestamp}&sign={sign}"
     title = TITLES.get(delivery.event_type, delivery.event_type)
-    body = {"msgtype": "markdown",
-            "markdown": {"title": title, "text": summary(delivery, link_style="markdown")}}
+    body = {
+        "msgtype": "markdown",
+        "markdown": {"title": title, "text": summary(delivery, link_style="markdown")},
+    }
     return Request(url, JSON, _json(body))
 
 

@@ -301,8 +301,7 @@ def turn_of(db: sqlite3.Connection, call_id: str, start: Any) -> dict[str, Any]:
 
 def iso(ts: float) -> str:
     """ISO-8601 UTC with milliseconds and Z."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00",
-                                                                                      "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = ["DEAD", "DELIVERED", "PENDING", "STATUSES", "Delivery", "Extension", "Outbox", "iso",

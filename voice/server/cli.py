@@ -186,7 +186,8 @@ def run_serve(args: argparse.Namespace) -> int:
         from voice.integrations.config import load
 
         integrations = load(args.integrations)
-    logs.configure(logging.DEBUG if args.verbose else logging.INFO, secrets=config.tokens)
+    secrets = [*config.tokens, *(integrations.secrets() if integrations else ())]
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO, secrets=secrets)
     transcriber, vad = asr_from_args(args)
     engine = None
     if args.kb:

@@ -16,7 +16,9 @@ from voice.server.routes.records import (
     list_calls,
     metrics_endpoint,
 )
+from voice.server.routes.referrals import ack_referral, list_referrals
 from voice.server.routes.upload import transcribe_upload
+from voice.server.routes.zendesk import zendesk_webhook
 
 __all__ = ["ROUTES", "ServerContext", "context"]
 
@@ -37,6 +39,9 @@ ROUTES: list[BaseRoute] = [
     Route("/v1/analytics/heatmap.csv", heatmap_csv),
     Route("/v1/analytics/kpis", kpis),
     Route("/v1/analytics/unresolved", unresolved),
+    Route("/v1/referrals", list_referrals),
+    Route("/v1/referrals/{referral_id}/ack", ack_referral, methods=["POST"]),
+    Route("/integrations/zendesk/webhook", zendesk_webhook, methods=["POST"]),
     Route("/console/login", login_form, methods=["GET"]),
     Route("/console/login", login_submit, methods=["POST"]),
     Route("/console/logout", logout, methods=["POST"]),
