@@ -263,6 +263,16 @@ class ReferralBreachedEvent(Event):
 
 
 @dataclass(frozen=True)
+class ReferralAckedEvent(Event):
+    """Someone (a supervisor) took a referral on: recorded on the call, the SLA stops."""
+
+    type: ClassVar[str] = "referral_acked"
+    referral_id: str
+    department: str
+    acked_by: str
+
+
+@dataclass(frozen=True)
 class TicketCommentEvent(Event):
     """A person replied in the call's helpdesk ticket (Zendesk): their words for the agent."""
 
@@ -296,5 +306,6 @@ __all__ = [
     "EndEvent",
     "ReferralEvent",
     "ReferralBreachedEvent",
+    "ReferralAckedEvent",
     "TicketCommentEvent",
 ]

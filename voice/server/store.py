@@ -156,6 +156,24 @@ class Store:
             "UPDATE calls SET ended_at=?, status=? WHERE id=?", (time.time(), status, call_id)
         )
 
+    def update_meta(self, call_id: str, changes: dict[str, Any]) -> None:
+        """Merge `changes` into a call's meta (a recording's length once the call is over)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT meta FROM calls WHERE id=?", (call_id,)).fetchone()
+            if row is not None:
+                meta = {**json.loads(row[0]), **changes}
+                db.execute("UPDATE calls SET meta=? WHERE id=?",
+                           (json.dumps(meta, ensure_ascii=False), call_id))  # fmt: skip
+
+    def recordings(self, where: str = "1", args: tuple = ()) -> list[tuple[str, str]]:
+        """(call id, recording file name) of the calls `where` selects that have a recording."""
+        rows = self.db.execute(
+            f"SELECT id, json_extract(meta, '$.recording.file') FROM calls WHERE ({where}) "
+            "AND json_extract(meta, '$.recording.file') IS NOT NULL",
+            args,
+        )
+        return [(call_id, name) for call_id, name in rows]
+
     def interrupt_live(self) -> int:
         """Close calls still marked live (the server stopped without ending them) as
         `interrupted`; returns how many. Only for start-up, before any call is taken."""
@@ -163,14 +181,18 @@ class Store:
             "UPDATE calls SET ended_at=?, status='interrupted' WHERE status='live'", (time.time(),)
         ).rowcount
 
+    EXPIRED = "SELECT id FROM calls WHERE started_at < ? AND status != 'live'"
+
     def expire(self, days: float, now: float | None = None) -> int:
         """Delete finished calls that started more than `days` ago, with their events and
-        analytics rollups; returns how many calls went."""
+        analytics rollups; returns how many calls went. (Recordings are files: the hub lists
+        them with `recordings(f"id IN ({Store.EXPIRED})", ...)` first and deletes them after.)"""
         cutoff = (time.time() if now is None else now) - days * DAY_S
-        old = "SELECT id FROM calls WHERE started_at < ? AND status != 'live'"
+        old = self.EXPIRED
         with self._transaction() as db:
             analytics.forget(db, old, (cutoff,))
             Outbox.forget(db, old, (cutoff,))
+            routing.forget(db, old, (cutoff,))
             db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
             deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount
         if deleted and self.path != MEMORY:

@@ -1,4 +1,6 @@
 // One call: its record and events from GET /calls/{id}; a live call keeps following its SSE stream.
+// Supervisors also see its referrals (GET /v1/referrals?call_id=) with a deadline countdown and
+// an Acknowledge button.
 "use strict";
 
 (() => {
@@ -6,6 +8,10 @@
   const callId = document.body.dataset.callId;
   let record = null;
   const events = new Map(); // seq -> event
+  const role = document.body.dataset.role;
+  const mayReferrals = role === "supervisor" || role === "admin"; // the `referrals` permission
+  let referrals = [];
+  let ackError = "";
 
   function clock(seconds) {
     const s = Math.max(0, Math.floor(seconds || 0));
@@ -25,6 +31,9 @@
       case "end": return [t("end"), `${t("duration")} ${clock(e.duration)}`];
       case "warning": return [t("warning"), e.message];
       case "error": return [t("error_ev"), e.message];
+      case "referral": return [t("referral"), `${e.department} · ${VC.categoryName(e.category)} · ${t(`outcome_${e.outcome}`)} · ${t("deadline")} ${VC.hkTime(e.deadline, "full")}`];
+      case "referral_breached": return [t("referral_breached"), `${e.department} · ${t("deadline")} ${VC.hkTime(e.deadline, "full")}`];
+      case "referral_acked": return [t("referral_acked"), `${e.department} · ${e.acked_by}`];
       default: return null;
     }
   }
@@ -45,6 +54,46 @@
       : [el("li", { class: "muted" }, t("no_events"))]));
   }
 
+  async function loadReferrals() {
+    if (!mayReferrals) return;
+    try {
+      referrals = (await VC.getJSON(`/v1/referrals?call_id=${encodeURIComponent(callId)}`)).referrals;
+    } catch { return; /* the call itself still shows */ }
+    renderReferrals();
+  }
+
+  async function acknowledge(id) {
+    ackError = "";
+    try {
+      await VC.postJSON(`/v1/referrals/${encodeURIComponent(id)}/ack`);
+    } catch (err) {
+      ackError = `${t("ack_failed")}: ${err.message}`;
+    }
+    await loadReferrals();
+    renderReferrals();
+  }
+
+  function renderReferrals() {
+    const panel = document.getElementById("referrals-panel");
+    panel.hidden = referrals.length === 0;
+    if (panel.hidden) return;
+    const now = Date.now();
+    const head = el("tr", {}, [t("department"), t("category"), t("outcome"), t("deadline"), t("status"), ""]
+      .map((h) => el("th", {}, h)));
+    const rows = referrals.map((r) => el("tr", { "data-referral-id": r.id, class: `ref-${r.status}` },
+      el("td", {}, el("strong", {}, r.department)),
+      el("td", {}, VC.categoryName(r.category)),
+      el("td", {}, t(`outcome_${r.outcome}`)),
+      el("td", {}, `${VC.hkTime(r.deadline, "full")} `,
+        r.status === "acked" ? null : el("span", { class: `countdown${r.deadline * 1000 < now ? " overdue" : ""}`, "data-deadline": r.deadline }, VC.countdown(r.deadline, now))),
+      el("td", {}, VC.referralBadge(r)),
+      el("td", {}, r.status === "acked" || role !== "supervisor" ? null
+        : el("button", { type: "button", class: "ack", onclick: () => acknowledge(r.id) }, t("acknowledge")))));
+    const table = document.getElementById("referrals");
+    table.replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
+    if (ackError) table.append(el("caption", { class: "error" }, ackError));
+  }
+
   function follow() {
     const source = new EventSource(`/calls/${encodeURIComponent(callId)}/events`);
     const take = (m) => {
@@ -54,15 +103,21 @@
         source.close(); // the stream is over; EventSource would otherwise reconnect and replay
         record.status = "ended";
       }
+      if (e.type.startsWith("referral")) loadReferrals();
       render();
     };
-    for (const type of ["transcript", "suggestion", "alert", "handoff", "end", "warning", "error"]) {
+    for (const type of ["transcript", "suggestion", "alert", "handoff", "end", "warning", "error", "referral",
+      "referral_breached", "referral_acked"]) {
       source.addEventListener(type, take);
     }
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
-    VC.onLang(render);
+    VC.onLang(() => { render(); renderReferrals(); });
+    loadReferrals();
+    setInterval(VC.tickCountdowns, 1000); // in place: re-rendering would swallow a click on Acknowledge
+    // a finished call has no stream: its breaches and others' acks show on the next look
+    setInterval(() => { if (referrals.some((r) => r.status !== "acked")) loadReferrals(); }, 15000);
     try {
       record = await VC.getJSON(`/calls/${encodeURIComponent(callId)}`);
     } catch (err) {

@@ -46,6 +46,11 @@ const VC = (() => {
       status_idle_timeout: "閒置逾時", status_max_call_length: "超過長度", status_error: "錯誤",
       status_store_failed: "儲存失敗",
       not_allowed_live: "你的角色不能查看即時通話。",
+      referrals: "轉介", referral: "轉介", department: "部門", deadline: "期限（香港時間）",
+      ref_open: "待處理", ref_breached: "已逾時", ref_acked: "已確認", acked_by: "{0} 於 {1} 確認",
+      acknowledge: "確認接手", ack_failed: "確認失敗", time_left: "尚餘 {0}", overdue: "逾時 {0}",
+      no_referrals: "沒有待處理或逾時的轉介。", referral_breached: "轉介逾時", referral_acked: "轉介已確認",
+      outcome: "原因", outcome_unresolved: "未解決", outcome_handoff: "轉接真人",
     },
     en: {
       brand: "Voice console", wallboard: "Wallboard", heatmap: "Unresolved heatmap", kpis: "KPIs",
@@ -88,6 +93,12 @@ const VC = (() => {
       status_server_shutdown: "server shut down", status_idle_timeout: "idle timeout",
       status_max_call_length: "too long", status_error: "error", status_store_failed: "not stored",
       not_allowed_live: "Your role may not view live calls.",
+      referrals: "Referrals", referral: "Referral", department: "Department", deadline: "Deadline (HKT)",
+      ref_open: "open", ref_breached: "breached", ref_acked: "acknowledged", acked_by: "acknowledged by {0} at {1}",
+      acknowledge: "Acknowledge", ack_failed: "Could not acknowledge", time_left: "{0} left", overdue: "{0} overdue",
+      no_referrals: "No open or breached referrals.", referral_breached: "Referral breached",
+      referral_acked: "Referral acknowledged", outcome: "Outcome", outcome_unresolved: "unresolved",
+      outcome_handoff: "handed off",
     },
   };
   const listeners = [];
@@ -199,6 +210,51 @@ const VC = (() => {
     return r.json();
   }
 
+  // A console POST: the session cookie plus the session's CSRF token (the sign-out form's) in a
+  // header, which the server requires of cookie-authenticated POSTs.
+  async function postJSON(url) {
+    const csrf = document.querySelector('input[name="csrf"]');
+    const r = await fetch(url, { method: "POST", credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRF-Token": csrf ? csrf.value : "" } });
+    if (r.status === 401) {
+      location.href = "/console/login";
+      throw new Error("signed out");
+    }
+    if (!r.ok) {
+      let detail = url;
+      try { detail = (await r.json()).error || detail; } catch { /* not JSON */ }
+      throw Object.assign(new Error(`${r.status} ${detail}`), { status: r.status });
+    }
+    return r.json();
+  }
+
+  // Time to a deadline (epoch seconds): "12:34 left", or "03:21 overdue" once it has passed.
+  function countdown(deadline, now = Date.now()) {
+    const ms = deadline * 1000 - now;
+    const s = Math.floor(Math.abs(ms) / 1000);
+    const h = Math.floor(s / 3600);
+    const mmss = `${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+    const text = h ? `${h}:${mmss}` : mmss;
+    return ms >= 0 ? t("time_left", text) : t("overdue", text);
+  }
+
+  // Every countdown on the page, updated in place (elements with data-deadline).
+  function tickCountdowns() {
+    const now = Date.now();
+    for (const node of document.querySelectorAll(".countdown[data-deadline]")) {
+      node.textContent = countdown(Number(node.dataset.deadline), now);
+      node.classList.toggle("overdue", Number(node.dataset.deadline) * 1000 < now);
+    }
+  }
+
+  // A referral's status as a badge: open (amber), breached (red), acknowledged by whom (green).
+  function referralBadge(r) {
+    if (r.status === "acked") {
+      return el("span", { class: "badge ok" }, t("acked_by", r.acked_by || "—", hkTime(r.acked_at, "datetime")));
+    }
+    return el("span", { class: `badge ${r.status === "breached" ? "bad" : "warn"}` }, t(`ref_${r.status}`));
+  }
+
   function statusName(s) {
     const key = `status_${s}`;
     return key in STRINGS[current] ? t(key) : String(s);
@@ -246,5 +302,5 @@ const VC = (() => {
   });
 
   return { t, el, onLang, setLang, lang: () => current, hkTime, hkIso, hkDayStart, periodRange,
-    getJSON, toDate, categoryName, statusName, DAY_MS };
+    getJSON, postJSON, countdown, tickCountdowns, referralBadge, toDate, categoryName, statusName, DAY_MS };
 })();

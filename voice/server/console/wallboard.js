@@ -1,4 +1,5 @@
-// Live wallboard: every live call's transcript, suggestion, agitation and alerts from GET /events.
+// Live wallboard: every live call's transcript, suggestion, agitation and alerts from GET /events;
+// open and breached referrals (GET /v1/referrals) with their countdowns, breached first.
 "use strict";
 
 (() => {
@@ -9,6 +10,7 @@
   const TRANSCRIPT_LINES = 30;
   let conn = "reconnecting";
   let health = {};
+  let referrals = null; // open and breached, from /v1/referrals; null until loaded
 
   function state(callId) {
     if (!calls.has(callId)) {
@@ -32,6 +34,10 @@
 
   function apply(e) {
     if (!e || !e.call_id) return;
+    if (e.type.startsWith("referral")) {
+      referralEvent(e); // a finished call's breach must not bring its card back
+      return;
+    }
     if (!calls.has(e.call_id)) fetchRecord(e.call_id);
     const c = state(e.call_id);
     if (e.seq !== undefined) {
@@ -63,12 +69,23 @@
       case "end":
         c.ended = Date.now();
         break;
+
       case "segment": // a new call shows as soon as its first utterance closes
         break;
       default:
         return;
     }
     scheduleRender();
+  }
+
+  function referralEvent(e) {
+    if (e.type === "referral") {
+      pushFeed(e.call_id, `${t("referral")}: ${e.department} · ${VC.categoryName(e.category)}`);
+    } else if (e.type === "referral_breached") {
+      pushFeed(e.call_id, `${t("referral_breached")}: ${e.department}`);
+    }
+    loadReferrals();
+    renderSide();
   }
 
   function pushFeed(callId, text) {
@@ -165,6 +182,28 @@
       : [el("li", { class: "muted" }, t("no_alerts"))]));
   }
 
+  async function loadReferrals() {
+    try {
+      const [open, breached] = await Promise.all(["open", "breached"].map((status) =>
+        VC.getJSON(`/v1/referrals?status=${status}`)));
+      referrals = [...breached.referrals, ...open.referrals]; // each by deadline, earliest first
+    } catch { /* kept as it was; the next poll tries again */ }
+    renderReferrals();
+  }
+
+  function renderReferrals() {
+    const list = document.getElementById("referrals");
+    if (referrals === null) return;
+    const now = Date.now();
+    list.replaceChildren(...(referrals.length ? referrals.map((r) => el("li", { class: `ref-${r.status}` },
+      VC.referralBadge(r), " ", el("strong", {}, r.department), ` ${VC.categoryName(r.category)} `,
+      el("a", { href: `/console/calls/${encodeURIComponent(r.call_id)}` }, r.call_id), el("br"),
+      el("span", { class: "muted" }, `${t("deadline")} ${VC.hkTime(r.deadline, "time")} `),
+      el("span", { class: `countdown${r.deadline * 1000 < now ? " overdue" : ""}`, "data-deadline": r.deadline },
+        VC.countdown(r.deadline, now))))
+      : [el("li", { class: "muted" }, t("no_referrals"))]));
+  }
+
   function metric(text, name) {
     const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, "m"));
     return m ? Number(m[1]) : undefined;
@@ -214,15 +253,19 @@
         setTimeout(() => VC.getJSON("/calls").finally(connect), 5000);
       }
     };
-    for (const type of ["transcript", "suggestion", "alert", "handoff", "end", "segment"]) {
+    for (const type of ["transcript", "suggestion", "alert", "handoff", "end", "segment", "referral",
+      "referral_breached", "referral_acked"]) {
       source.addEventListener(type, (m) => apply(JSON.parse(m.data)));
     }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    VC.onLang(render);
+    VC.onLang(() => { render(); renderReferrals(); });
     render();
     connect();
+    loadReferrals();
+    setInterval(loadReferrals, 10000); // breaches of finished calls, acks made elsewhere
+    setInterval(VC.tickCountdowns, 1000);
     loadLive();
     pollHealth();
     setInterval(pollHealth, 5000);

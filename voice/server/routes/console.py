@@ -22,6 +22,7 @@ from voice.server.routes.context import (
 
 CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
 CSRF_COOKIE = "voice_login_csrf"  # double-submit token of the sign-in form (no session yet)
+CSRF_HEADER = "x-csrf-token"  # the session's CSRF token on a console script's POST
 MAX_FORM_BYTES = 8192
 STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
@@ -84,6 +85,15 @@ def fill(text: str, status: int, /, **values: str) -> HTMLResponse:
 def session_of(request: Request) -> tuple[str | None, Session | None]:
     session_id = request.cookies.get(SESSION_COOKIE)
     return session_id, context(request).sessions.get(session_id)
+
+
+def csrf_ok(request: Request, session: Session) -> bool:
+    """May a console page's script POST as `session`? Only from this origin, carrying the
+    session's CSRF token in the X-CSRF-Token header: the page has it (its sign-out form), another
+    site can neither read it nor set that header on a cross-origin request without CORS."""
+    if request.headers.get("sec-fetch-site", "same-origin") != "same-origin":
+        return False
+    return same_secret(request.headers.get(CSRF_HEADER), session.csrf)
 
 
 async def read_form(request: Request) -> dict[str, str]:
