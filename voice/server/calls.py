@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice.audio import AudioError, StreamDecoder
 from voice.pipeline import CallSession, StreamFormat
+from voice.server import recording
 from voice.server.config import ServerConfig
 from voice.server.metrics import ServerMetrics
 from voice.server.pii import redact
@@ -36,7 +39,7 @@ from voice.server.serializers import (
     ProtocolError,
     Start,
 )
-from voice.server.store import Store
+from voice.server.store import DAY_S, Store
 from voice.types import Event, Segment, WarningEvent
 
 if TYPE_CHECKING:
@@ -105,6 +108,9 @@ class LiveCall:
         self.session = CallSession(self.call_id, None, hub.vad_options, stream, answer)
         self.audio_bytes = 0
         self.dtmf_count = 0
+        self.recorder: recording.CallRecorder | None = (
+            None  # opened at the first audio (rate is known)
+        )
         self._pending: asyncio.Queue[tuple[Segment, asyncio.Future] | None] = asyncio.Queue()
         self._drain = asyncio.get_running_loop().create_task(self._drain_results())
         self._finished = False
@@ -127,6 +133,8 @@ class LiveCall:
             segments = self.session.feed(data)
         except AudioError as exc:
             raise ProtocolError("bad_audio", str(exc)) from None
+        if self.hub.config.record_dir and data:
+            self._record(data)
         self.audio_bytes += len(data)
         for segment in segments:
             self._queue(segment)
@@ -147,7 +155,40 @@ class LiveCall:
             log.exception("flushing %s failed", self.call_id, extra={"call_id": self.call_id})
         self._pending.put_nowait(None)
         await self._drain
+        if self.recorder is not None:
+            seconds = self.recorder.close()
+            recording = {**self.recording_meta(), "seconds": round(seconds, 3)}
+            self.hub._write(self, self.hub.store.update_meta, self.call_id,
+                            {"recording": recording})  # fmt: skip
         await self.hub.close(self, status, self.session.end_event())
+
+    def recording_meta(self) -> dict[str, Any]:
+        decoder = self.session.decoder
+        return {"file": recording.file_name(self.call_id), "encoding": decoder.encoding,
+                "sample_rate": decoder.sample_rate}  # fmt: skip
+
+    def _record(self, data: bytes) -> None:
+        """Append the call's audio to its recording, opening it at the first audio; a disk
+        problem stops the recording (logged once), never the call."""
+        try:
+            if self.recorder is None and self.audio_bytes == 0:
+                meta = self.recording_meta()
+                folder = recording.private_dir(self.hub.config.record_dir)
+                self.recorder = recording.CallRecorder(
+                    folder / meta["file"], meta["encoding"], meta["sample_rate"])  # fmt: skip
+                self.hub._write(self, self.hub.store.update_meta, self.call_id,
+                                {"recording": {**meta, "seconds": None}})  # fmt: skip
+            if self.recorder is not None:
+                self.recorder.write(data)
+        except OSError as exc:
+            log.error("recording %s stopped: %s", self.call_id, exc.strerror,
+                      extra={"call_id": self.call_id})  # fmt: skip
+            self.hub.metrics.errors.inc(protocol=self.protocol, kind="recording_failed")
+            if self.recorder is not None:
+                with contextlib.suppress(OSError):
+                    self.recorder.close()
+            self.recorder = None
+            self.audio_bytes = max(self.audio_bytes, 1)  # do not try to open it again
 
     def _queue(self, segment: Segment) -> None:
         self._pending.put_nowait((segment, self.hub.scheduler.submit(self.call_id, segment)))
@@ -387,6 +428,11 @@ class CallHub:
     def _tidy_store(self) -> None:
         """At start, before any call: close calls an earlier run left live, delete expired ones
         and schedule the next expiry."""
+        if self.config.record_dir:  # recordings of calls a crash cut off: fix their headers
+            for _, name in self.store.recordings("status='live'"):
+                path = Path(self.config.record_dir) / name
+                if path.exists() and recording.repair(path):
+                    log.warning("repaired the recording of a call cut off by a crash: %s", name)
         if interrupted := self.store.interrupt_live():
             log.warning("%d calls left live by an earlier run closed as interrupted", interrupted,
                         extra={"status": "interrupted"})  # fmt: skip
@@ -404,8 +450,16 @@ class CallHub:
                 log.exception("deleting expired calls failed")
 
     def _expire(self) -> None:
-        if deleted := self.store.expire(self.config.retention_days):
+        now = time.time()
+        cutoff = now - self.config.retention_days * DAY_S
+        files = self.store.recordings(f"id IN ({Store.EXPIRED})", (cutoff,))
+        if deleted := self.store.expire(self.config.retention_days, now):
             log.info("deleted %d calls older than %s days", deleted, self.config.retention_days)
+        if files and self.config.record_dir:
+            folder = Path(self.config.record_dir)
+            for _, name in files:
+                (folder / name).unlink(missing_ok=True)
+            log.info("deleted %d recordings with their calls", len(files))
 
     def _drop(self, sub: Subscription) -> None:
         self.metrics.subscribers_dropped.inc()

@@ -24,6 +24,7 @@ CONFIG_FLAGS = {
     "audiosocket_port": "audiosocket_port",
     "audiosocket_host": "audiosocket_host",
     "audiosocket_allow_remote": "audiosocket_allow_remote",
+    "record_dir": "record_dir",
     "retention_days": "retention_days",
     "retention_interval": "retention_check_s",
     "kb_watch": "kb_watch_seconds",
@@ -77,6 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="SQLite store of calls and events, created 0600 (default "
                    "$XDG_DATA_HOME/voice/voice_calls.sqlite3, else "
                    "~/.local/share/voice/voice_calls.sqlite3, in a folder created 0700)")  # fmt: skip
+    opt("--record-dir", metavar="DIR",
+        help="keep each call's caller audio as it arrived (8 kHz, its own codec) in DIR, one "
+        "owner-only WAV per call, deleted with the call by --retention-days. Off by default: "
+        "callers must be told they are recorded (README: Call recording)")  # fmt: skip
     opt("--retention-days", type=int, metavar="N",
         help="delete calls (and their events) that started more than N days ago, at start and "
         "every --retention-interval (default %(default)s; 0: keep forever)")  # fmt: skip

@@ -40,7 +40,9 @@ class ServerConfig:
     tls_min_version: str = "1.3"  # oldest TLS accepted: "1.3", or "1.2" for older clients
     db_path: str = field(default_factory=default_db_path)  # SQLite store of calls and events;
     # created 0600 (its WAL files too) in a 0700 folder when the folder is new
-    retention_days: int = 0  # calls started longer ago are deleted with their events (0: kept)
+    record_dir: str | None = None  # keep each call's caller audio here (opt-in: consent, PDPO)
+    retention_days: int = 0  # calls started longer ago are deleted with their events and
+    # recordings (0: kept)
     retention_check_s: float = 3600.0  # how often expired calls are deleted (and once at start)
     max_calls: int = 32  # concurrent live calls; more are refused (close 1013 / HTTP 503)
     max_frame_bytes: int = 64 * 1024  # largest WebSocket message / AudioSocket frame accepted
