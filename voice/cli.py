@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "voice.answer.cli",
     "voice.server.cli",
     "voice.integrations.cli",
+    "voice.quality.cli",
 )
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -180,6 +180,28 @@ def is_night(ts: float) -> bool:
 def iso_hk(ts: float) -> str:
     """`ts` as ISO 8601 in Hong Kong time, e.g. 2026-11-30T14:00:00+08:00."""
     return datetime.fromtimestamp(ts, HK).isoformat()
+
+
+def parse_day(value: str, flag: str) -> date:
+    """A YYYY-MM-DD date given to a command's `flag`; ConfigError naming the flag otherwise."""
+    from voice.errors import ConfigError
+
+    try:
+        if len(value.strip()) != 10:
+            raise ValueError
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {value!r}: write the date as YYYY-MM-DD, e.g. 2026-12-01"
+        ) from None
+
+
+def day_period(first: date, last: date) -> tuple[float, float]:
+    """Unix times of `first` 00:00 and of the day after `last` 00:00, Hong Kong time: both
+    days inclusive, as commands that take --from/--to mean them."""
+    start = datetime.combine(first, datetime.min.time(), HK)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), HK)
+    return start.timestamp(), end.timestamp()
 
 
 def parse_time(value: str | None, name: str, default: datetime | None = None) -> datetime:

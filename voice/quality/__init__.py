@@ -1,0 +1,1 @@
+"""The quality loop: audit sampling, reviews, corrections."""
