@@ -42,7 +42,6 @@ import getpass
 import hashlib
 import json
 import math
-import re
 import secrets
 import sqlite3
 import time
@@ -61,7 +60,6 @@ STRATIFY_KEYS = ("agent", "category")  # also the order of the keys in a stratum
 ALL = "all"  # the one stratum's name when there is no --stratify
 UNASSIGNED = "unassigned"  # agent of a call no agent took
 METHOD = "sha256-rank/1"  # recorded per job: names this module's way of drawing, should it change
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS audit_jobs (id TEXT PRIMARY KEY, created_at REAL NOT NULL, "
