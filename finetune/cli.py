@@ -21,6 +21,8 @@ _HELP = {
     "select_on": "dev CER that early-stops and picks the exported checkpoint: real | synthetic",
     "check_manifests": "more real test sets scored for the card (comma-separated); auto: the "
     "bundled HKCanCor conversation; '' for none",
+    "corrections": "manifests from `voice data export-corrections` (comma-separated): corrected "
+    "call audio joins the real train and dev share, its test calls are scored on the card",
     "kl_weight": "weight of KL(base || tuned) on the training batches (0: off)",
     "l2_base": "weight of the squared distance to the base weights, L2-SP (0: off)",
     "initial_prompt": "text shown to the decoder as previous context in training and, through "

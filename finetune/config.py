@@ -52,6 +52,9 @@ class FinetuneOptions:
     # more real test sets scored for the card (comma-separated manifests); "auto": the bundled
     # HKCanCor conversation, turns aligned (recordings/hkcancor-samples); "": none
     check_manifests: str = AUTO_REAL
+    # people's corrections of live transcripts (`voice data export-corrections`), comma-separated
+    # manifests: their train/dev rows join the real train/dev share, their test rows are scored
+    corrections: str = ""
     select_on: str = "real"  # dev CER that early-stops and picks the checkpoint: real | synthetic
     kl_weight: float = 0.0  # pull towards the base model's token distribution (KL), 0 = off
     l2_base: float = 0.0  # pull towards the base model's weights (L2-SP penalty), 0 = off

@@ -58,6 +58,20 @@ class FinetuneResult:
     losses: tuple[float, ...]
 
 
+def corrections_card(manifest: Path) -> dict:
+    """What the model card says of a corrections manifest: which corrections trained it."""
+    from finetune.data import file_sha256
+
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line]
+    by_split: dict[str, list] = {}
+    for row in rows:
+        by_split.setdefault(row.get("split", "train"), []).append(row.get("correction_id"))
+    return {"manifest": str(manifest), "manifest_sha256": file_sha256(manifest),
+            "calls": len({row.get("call_id") for row in rows}),
+            "utterances": {split: len(ids) for split, ids in sorted(by_split.items())},
+            "correction_ids": by_split}  # fmt: skip
+
+
 def _split_rows(rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     train = [r for r in rows if r["split"] == "train"]
     dev = [r for r in rows if r["split"] == "dev"]
@@ -213,6 +227,11 @@ class Trainer:
                     f"{self.real_manifest}: real speech needs train and dev splits (by speaker); "
                     "import it with `voice data import ... --split speaker`"
                 )
+        self.corrections = [Path(p.strip()) for p in o.corrections.split(",") if p.strip()]
+        for manifest in self.corrections:
+            rows = load_rows(manifest, source="real")  # real phone audio, heard by people
+            self.real_train = self.real_train + [r for r in rows if r["split"] == "train"]
+            self.real_dev = self.real_dev + [r for r in rows if r["split"] == "dev"]
         if o.select_on == "real" and not self.real_dev:
             log.warning("no real speech: selecting the checkpoint on synthetic dev CER")
         self.select_on = "real" if self.real_dev and o.select_on == "real" else "synthetic"
@@ -607,6 +626,8 @@ class Trainer:
         start = time.perf_counter()
         card.update(self._score(stage, state.history, state.best_step))
         self.timings["scoring_seconds"] = time.perf_counter() - start
+        if self.corrections:
+            card["corrections"] = [corrections_card(m) for m in self.corrections]
         if self.real_manifest is not None:
             card["data_attribution"] = {
                 "real_speech": attribution(self.real_manifest),
@@ -669,6 +690,8 @@ class Trainer:
         real_sets = []
         if self.real_test:
             real_sets.append(("real test", self.real_manifest, "test"))
+        real_sets += [("corrections test", m, "test") for m in self.corrections
+                      if split_entries(m, "test")]  # fmt: skip
         real_sets += [(f"check {m.stem}", m, None) for m in self.check_manifests]
         evaluations = []
         for label, manifest, split in real_sets:

@@ -33,6 +33,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     synth.set_defaults(func=run_synth)
 
+    export = sub.add_parser(
+        "export-corrections",
+        help="people's transcript corrections (from the call store) as a training manifest",
+        description="Cuts each corrected utterance out of its call's recording (voice serve "
+        "--record-dir) and writes OUT/manifest.jsonl with the corrected text, split by call, "
+        "speakers as hashes of the caller's number. Train on it with `voice finetune "
+        "--corrections OUT/manifest.jsonl`. The folder holds callers' voices: owner-only.",
+    )  # fmt: skip
+    export.add_argument("--db", required=True, help="the server's call store")
+    export.add_argument("--record-dir", required=True, help="the server's --record-dir")
+    export.add_argument("--out", required=True, help="folder to write (manifest.jsonl, audio/)")
+    export.add_argument("--from", dest="first", metavar="YYYY-MM-DD",
+                        help="calls started on or after this day (Hong Kong time)")  # fmt: skip
+    export.add_argument("--to", dest="last", metavar="YYYY-MM-DD",
+                        help="calls started on or before this day")  # fmt: skip
+    export.add_argument("--force", action="store_true", help="replace an existing --out")
+    export.set_defaults(func=run_export_corrections)
+
     check = sub.add_parser("check", help="report on a manifest; exit 1 if it cannot be trained on")
     check.add_argument("manifest", help="manifest JSONL file")
     check.add_argument(
@@ -110,6 +128,38 @@ def run_synth(args: argparse.Namespace) -> int:
     report = check_manifest(manifest)
     print(report.format(max_problems=20))
     return 0 if report.ok else 1
+
+
+def run_export_corrections(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from voice.errors import ConfigError
+    from voice.quality.export import export_corrections
+    from voice.server.analytics import day_period, parse_day
+    from voice.server.store import Store
+
+    since = until = None  # every correction unless a day is given
+    if args.first:
+        first = parse_day(args.first, "--from")
+        since = day_period(first, first)[0]
+    if args.last:
+        last = parse_day(args.last, "--to")
+        until = day_period(last, last)[1]
+    if not Path(args.db).is_file():
+        raise ConfigError(f"--db {args.db}: no such call store (voice serve --db writes one)")
+    store = Store(args.db)
+    try:
+        summary = export_corrections(store.db, args.record_dir, args.out, since, until,
+                                     args.force)  # fmt: skip
+    finally:
+        store.close()
+    for reason in summary.skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.splits.items())) or "none"
+    print(f"wrote {summary.out}/manifest.jsonl: {summary.utterances} corrected utterances "
+          f"({summary.seconds / 60:.1f} min) from {summary.calls} calls ({splits}); "
+          f"{len(summary.skipped)} skipped")  # fmt: skip
+    return 0 if summary.utterances else 1
 
 
 def run_check(args: argparse.Namespace) -> int:

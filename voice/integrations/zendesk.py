@@ -20,7 +20,7 @@ delivery worker sends a call's Zendesk deliveries in order, so a comment waits f
 Requester: the CRM is not consulted (the answer engine is not reachable from the store's
 transaction and calls are opened without a customer id); what the call's stored `meta` carries is
 used: `customer` ({id, name, email, phone}) or flat `customer_id`, `customer_name`,
-`customer_email`, `caller_id`. With an email it becomes the ticket's requester, else the ticket's
+`customer_email`, `caller` (or `caller_id`). With an email it becomes the ticket's requester, else the ticket's
 requester is the API user and the details are written in the first comment.
 
 Inbound (the webhook route, voice/server/routes/zendesk.py): `verify_signature`, `parse_comment`,
@@ -382,7 +382,7 @@ def _requester(db: sqlite3.Connection, call_id: str) -> tuple[dict[str, str] | N
 
     email = field("email", "customer_email")
     name = field("name", "customer_name")
-    phone = field("phone", "caller_id", "customer_phone")
+    phone = field("phone", "caller", "caller_id", "customer_phone")
     customer_id = field("id", "customer_id")
     requester = {"name": name or email, "email": email} if EMAIL.match(email) else None
     who = ", ".join(p for p in (name, email, phone, customer_id and f"customer {customer_id}") if p)

@@ -10,6 +10,8 @@ Endpoints (token on all but /healthz; see auth.py for roles):
                               `max_upload_seconds` by its header; 503 while `max_uploads` run;
                               408 when the body takes longer than `upload_timeout_s`)
 - GET /healthz, GET /metrics, GET /config
+- GET /v1/referrals, POST /v1/referrals/{id}/ack     department referrals (routes/referrals.py)
+- POST /integrations/zendesk/webhook   agents' ticket replies, signed by Zendesk (routes/zendesk.py)
 
 The routes live in voice/server/routes/ (one module per concern); every ingest stream, WebSocket
 or AudioSocket, is driven by session.py. Ingest streams end at the limits in limits.py (no start:

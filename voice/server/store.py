@@ -21,6 +21,7 @@ from typing import Any
 
 from voice.integrations import routing, zendesk
 from voice.integrations.outbox import Outbox
+from voice.quality import corrections
 from voice.server import analytics
 
 SCHEMA = """
@@ -64,6 +65,7 @@ class Store:
         Outbox.create(self._writes)
         routing.create(self._writes)
         zendesk.create(self._writes)
+        corrections.create(self._writes)
         self._create_analytics()
 
     def _connect(self) -> sqlite3.Connection:
@@ -193,6 +195,8 @@ class Store:
             analytics.forget(db, old, (cutoff,))
             Outbox.forget(db, old, (cutoff,))
             routing.forget(db, old, (cutoff,))
+            corrections.forget(db, old, (cutoff,))
+            zendesk.forget(db, old, (cutoff,))
             db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
             deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount
         if deleted and self.path != MEMORY:

@@ -57,6 +57,23 @@ class Start:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_CALLER = 64  # characters of a caller number or customer id kept
+
+
+def caller_meta(fields: dict) -> dict[str, str]:
+    """Who is calling, as the bridge says (`caller`: the number, `customer_id`: the CRM's id), for
+    the call's record: short strings only, anything else dropped. Personal data: stored with the
+    call (access-controlled), never logged."""
+    meta = {}
+    for key in ("caller", "customer_id"):
+        value = fields.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            text = str(value).strip()
+            if 0 < len(text) <= MAX_CALLER:
+                meta[key] = text
+    return meta
+
+
 @dataclass(frozen=True)
 class Audio:
     """Raw audio bytes in the call's encoding."""

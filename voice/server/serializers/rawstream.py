@@ -25,6 +25,7 @@ from voice.server.serializers import (
     Started,
     Stop,
     call_id_of,
+    caller_meta,
     json_object,
     shown,
 )
@@ -74,6 +75,7 @@ def _start(data: dict) -> Start:
         sample_rate=rate,
         token=str(token) if token else None,
         agent=str(agent) if agent else None,
+        meta=caller_meta(data),
     )
 
 

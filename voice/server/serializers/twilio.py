@@ -24,6 +24,7 @@ from voice.server.serializers import (
     Start,
     Stop,
     call_id_of,
+    caller_meta,
     json_object,
     shown,
 )
@@ -92,6 +93,7 @@ def _start(data: dict) -> Start:
         params = {}
     tracks = start.get("tracks")
     meta = {
+        **caller_meta(params),
         "streamSid": _short(data.get("streamSid") or start.get("streamSid")),
         "accountSid": _short(start.get("accountSid")),
         "tracks": [t for t in tracks if _short(t)] if isinstance(tracks, list) else None,
