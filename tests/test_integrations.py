@@ -430,3 +430,26 @@ def test_cli_lists_endpoints_and_tests_one(tmp_path):
         refused = subprocess.run([sys.executable, "-m", "voice", "integrations", "list",
                                   "--integrations", str(bad)], capture_output=True, text=True)  # fmt: skip
         assert refused.returncode == 2 and "webhooks[0].url" in refused.stderr
+
+
+def test_a_caller_the_crm_knows_is_named_in_the_call_record(tmp_path):
+    from voice.answer import AnswerEngine
+    from voice.answer.crm import SqliteCustomerProvider, create_sample_db
+
+    crm = SqliteCustomerProvider(create_sample_db(tmp_path / "crm.sqlite3"))
+    engine = AnswerEngine.from_file(KB, crm=crm)
+    config = cfg.parse({}, {})
+
+    async def run() -> tuple[dict, dict, list]:
+        async with _running(tmp_path, config, engine) as (hub, store, _):
+            known = hub.open(Start("K-1", meta={"customer_id": "C1001", "caller": "91234567"}),
+                             "stream", None)  # fmt: skip
+            hub.open(Start("K-2", meta={"customer_id": "NOBODY"}), "stream", None)
+            events = await _turn(hub, known, "我想查下我張單", 0.0)
+            await asyncio.sleep(0.2)
+            return store.call("K-1")["meta"], store.call("K-2")["meta"], events
+
+    known, unknown, events = asyncio.run(run())
+    assert known["customer"] == {"id": "C1001", "name": "陳大文"} and known["caller"] == "91234567"
+    assert "customer" not in unknown
+    assert "陳先生" in events[0].suggestions[0].reply  # the answer session knows the caller too

@@ -169,8 +169,11 @@ class DeliveryWorker:
                         next_at = None
                     wait = POLL_S if next_at is None else min(POLL_S, next_at - self.clock())
                     if wait > 0:
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                        # cancellation that arrives as the wake-up does, and stop() would hang
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), wait)
+                            async with asyncio.timeout(wait):
+                                await self._wake.wait()
                     else:
                         await asyncio.sleep(0.05)  # due but blocked (in flight, disabled)
             finally:

@@ -103,7 +103,8 @@ class LiveCall:
         self.owner = owner
         self.next_seq = 1
         self.store_error: Exception | None = None  # set when the store failed: the call is over
-        answer = hub.answer_engine.session(self.call_id) if hub.answer_engine else None
+        customer_id = start.meta.get("customer_id")  # the bridge's, if it knows the caller
+        answer = hub.answer_engine.session(self.call_id, customer_id) if hub.answer_engine else None
         stream = StreamFormat(start.encoding, start.sample_rate)
         self.session = CallSession(self.call_id, None, hub.vad_options, stream, answer)
         self.audio_bytes = 0
@@ -272,6 +273,8 @@ class CallHub:
             self.metrics.calls_refused.inc(reason="overloaded")
             raise CallRefused("overloaded", "server overloaded: try again later")
         meta = {**start.meta, "encoding": start.encoding, "sample_rate": start.sample_rate}
+        if customer := self._customer(start.meta.get("customer_id")):
+            meta["customer"] = customer  # for people reading the record (a ticket's requester)
         call = LiveCall(self, start, protocol, owner)
         # Stays in `calls` until its end is stored, so the id is taken in memory or in the store.
         self.calls[call.call_id] = call
@@ -279,6 +282,12 @@ class CallHub:
         self.metrics.calls.inc(protocol=protocol)
         log.info("call started", extra={"call_id": call.call_id, "protocol": protocol})
         return call
+
+    def _customer(self, customer_id: str | None) -> dict[str, str] | None:
+        """Who the CRM says the caller is, by the id the bridge sent; None if unknown."""
+        crm = getattr(self.answer_engine, "crm", None)
+        found = crm.customer(customer_id) if crm is not None and customer_id else None
+        return None if found is None else {"id": found.id, "name": found.name}
 
     def publish(self, call: LiveCall, event: Event) -> None:
         """Store an event, then offer it to the call's and the all-calls subscribers."""

@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--retention-interval", type=float, metavar="SECONDS",
         help="how often expired calls are deleted (default %(default)g)")  # fmt: skip
     p.add_argument("--kb", help="knowledge base (CSV/XLSX) for suggested replies")
+    p.add_argument("--crm", metavar="DB",
+                   help="SQLite CRM (schema: voice/answer/crm.py): a start message's customer_id "
+                   "is looked up to address the caller and fill their orders")  # fmt: skip
     p.add_argument("--integrations", metavar="FILE",
                    help="YAML file of webhooks, Zendesk sync and referral rules (README: "
                    "Integrations); checked at start, errors name the key")  # fmt: skip
@@ -186,6 +189,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from voice.server.app import create_app
 
     config = config_from_args(args)  # refuse bad settings before loading the model
+    if args.crm and not args.kb:
+        raise ConfigError("--crm needs --kb: the CRM serves the answer engine")
     integrations = None
     if args.integrations:
         from voice.integrations.config import load
@@ -197,9 +202,11 @@ def run_serve(args: argparse.Namespace) -> int:
     engine = None
     if args.kb:
         from voice.answer import AnswerEngine
+        from voice.answer.crm import SqliteCustomerProvider
         from voice.prosody import preload
 
-        engine = AnswerEngine.from_file(args.kb)
+        crm = SqliteCustomerProvider(args.crm) if args.crm else None
+        engine = AnswerEngine.from_file(args.kb, crm=crm)
         preload()  # librosa's ~3 s first import now, not inside the first caller's utterance
     app = create_app(config, transcriber, vad, engine, integrations)
     if config.insecure_no_auth:
