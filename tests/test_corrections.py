@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -30,7 +29,7 @@ async def _call(ws_base: str, call_id: str, data: bytes, caller: str) -> list[di
     events = []
     async with connect(ws_base + "/stream", additional_headers=_bearer(SUPERVISOR)) as ws:
         await ws.send(json.dumps({"type": "start", "call_id": call_id, "encoding": "mulaw",
-                                  "sample_rate": 8000, "meta": {"caller": caller}}))  # fmt: skip
+                                  "sample_rate": 8000, "caller": caller}))  # fmt: skip
         for i in range(0, len(data), 1600):
             await ws.send(data[i : i + 1600])
         await ws.send(json.dumps({"type": "stop"}))
@@ -110,15 +109,17 @@ def test_corrections_flow_from_a_live_call_into_fine_tuning(tmp_path, tiny_model
     used = card["corrections"][0]
     assert used["manifest"] == str(manifest)
     assert sorted(i for ids in used["correction_ids"].values() for i in ids) == sorted(
-        r["correction_id"] for r in rows)
+        r["correction_id"] for r in rows
+    )
     assert card["real_train_utterances"] == sum(r["split"] == "train" for r in rows)
     assert card["selected_on"] == "real dev CER"
     assert any(e["set"] == "corrections test" for e in card["evaluations"])
 
 
 def test_speakers_and_splits_are_stable_and_private():
-    assert speaker_of("C-1", {"caller": "+85291234567"}) == speaker_of("C-2",
-                                                                       {"from": "+85291234567"})
+    assert speaker_of("C-1", {"caller": "+85291234567"}) == speaker_of(
+        "C-2", {"from": "+85291234567"}
+    )
     assert "9123" not in speaker_of("C-1", {"caller": "+85291234567"})
     assert speaker_of("C-1", {}) != speaker_of("C-2", {})
     splits = assign_splits([f"c{i}" for i in range(30)])

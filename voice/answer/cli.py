@@ -35,6 +35,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("out", help="the .db file to write")
     s.set_defaults(func=run_sample_crm)
     _register_eval(ksub)
+    _register_suggest(ksub)
+
+
+def _register_suggest(ksub: argparse._SubParsersAction) -> None:
+    from voice.quality.mining import MIN_COUNT, THRESHOLD
+    from voice.server.config import default_db_path
+
+    g = ksub.add_parser(
+        "suggest",
+        help="mine new KB questions: unresolved utterances grouped by meaning, as KB rows",
+        description="Group the call store's unresolved utterances in a period by meaning (the "
+        "answer engine's sentence embeddings, across categories; by spelling if the encoder is "
+        "not installed), rank the groups by how often they were asked and write each as a "
+        "knowledge-base row: id NEW-001..., the most common category, the callers' own "
+        "phrasings as questions (most central first), priority normal, then count and "
+        "example_calls. Fill in `answer` (and `category` where empty; `answer_en`, `keywords` "
+        "if wanted) and the rows pass `voice kb check`; append them to the KB (the extra "
+        "columns are ignored). The file quotes callers: it is written owner-only.",
+    )
+    g.add_argument("--db", default=default_db_path(), help="the call store (default %(default)s)")
+    g.add_argument("--from", dest="first", metavar="YYYY-MM-DD",
+                   help="first day, Hong Kong time (default: 6 days before --to)")  # fmt: skip
+    g.add_argument("--to", dest="last", metavar="YYYY-MM-DD",
+                   help="last day, inclusive, Hong Kong time (default: today)")  # fmt: skip
+    g.add_argument("--out", required=True, help="the candidates .csv to write")
+    g.add_argument("--min-count", type=int, default=MIN_COUNT, metavar="N",
+                   help="utterances a group needs to become a row (default %(default)s: "
+                   "a one-off is noise)")  # fmt: skip
+    g.add_argument("--threshold", type=float, default=THRESHOLD, metavar="COSINE",
+                   help="similarity (0-1) to a group's centre at which an utterance joins it "
+                   "(default %(default)s; higher: tighter, more groups)")  # fmt: skip
+    g.set_defaults(func=run_suggest)
 
 
 def _register_eval(ksub: argparse._SubParsersAction) -> None:
@@ -160,4 +192,34 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print(format_report(result, options.misses))
+    return 0
+
+
+def run_suggest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from voice.errors import ConfigError
+    from voice.files import write_atomic
+    from voice.quality import mining
+    from voice.server.store import Store
+
+    start, end = mining.period(args.first, args.last)  # bad dates refused before the store opens
+    if args.min_count < 1:
+        raise ConfigError(f"--min-count {args.min_count}: must be at least 1")
+    if not 0 < args.threshold <= 1:
+        raise ConfigError(f"--threshold {args.threshold}: must be above 0 and at most 1")
+    if not Path(args.db).is_file():
+        raise ConfigError(f"--db {args.db}: no such call store (voice serve --db writes one)")
+    store = Store(args.db)
+    try:
+        turns = mining.unresolved_in(store.db, start, end)
+    finally:
+        store.close()
+    groups = mining.group_questions(turns, threshold=args.threshold)
+    rows = mining.candidate_rows(groups, args.min_count)
+    path = write_atomic(Path(args.out), mining.render_csv(rows), private=True)
+    print(
+        f"{len(turns)} unresolved utterances, {len(groups)} groups, {len(rows)} asked at least "
+        f"{args.min_count} times: wrote {path} (fill in answer, and category where empty)"
+    )
     return 0

@@ -50,11 +50,13 @@ from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voice.errors import ConfigError
 from voice.server import analytics
-from voice.server.store import Store
+
+if TYPE_CHECKING:  # the store creates this module's tables, so it is imported lazily here
+    from voice.server.store import Store
 
 STRATIFY_KEYS = ("agent", "category")  # also the order of the keys in a stratum's name
 ALL = "all"  # the one stratum's name when there is no --stratify
@@ -250,15 +252,11 @@ def population_digest(strata: dict[str, list[str]]) -> str:
 def open_store(path: str | Path) -> Store:
     """The call store at `path` (which must exist: a new one has nothing to audit) with the audit
     tables."""
+    from voice.server.store import Store
+
     if not Path(path).is_file():
         raise ConfigError(f"--db {path}: no such call store (voice serve --db writes one)")
-    store = Store(path)
-    try:
-        store.transact(create)
-    except BaseException:
-        store.close()
-        raise
-    return store
+    return Store(path)  # which creates the audit tables
 
 
 def create(db: sqlite3.Connection) -> None:

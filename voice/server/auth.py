@@ -1,9 +1,11 @@
-"""Bearer tokens and roles (agent, supervisor, admin), checked in constant time.
+"""Bearer tokens and roles (agent, supervisor, admin, auditor), checked in constant time.
 
 Roles follow least privilege for call content under the PDPO (Cap. 486): an agent sees only
 calls assigned to it (or that its token started), a supervisor sees every call and the
 all-calls stream, an admin sees configuration, metrics and analytics aggregates but no call
-content.
+content, an auditor sees the audit jobs and only the calls drawn in an audit sample (their
+transcript, recording, corrections and reviews: voice/quality/reviews.py `may_review`), never
+live calls or analytics.
 """
 
 from __future__ import annotations
@@ -17,13 +19,24 @@ from pathlib import Path
 from voice.errors import ConfigError
 from voice.server.audit import audit
 
-ROLES = ("agent", "supervisor", "admin")
+ROLES = ("agent", "supervisor", "admin", "auditor")
 PERMISSIONS = {
     "agent": frozenset({"ingest", "own_calls", "transcribe"}),
     "supervisor": frozenset(
-        {"ingest", "own_calls", "all_calls", "transcribe", "metrics", "analytics", "referrals"}
+        {
+            "ingest",
+            "own_calls",
+            "all_calls",
+            "transcribe",
+            "metrics",
+            "analytics",
+            "referrals",
+            "audit",
+        }
     ),
     "admin": frozenset({"ingest", "metrics", "config", "analytics", "referrals"}),
+    # `audit` alone reaches only sampled calls; with `all_calls` (a supervisor) any stored call
+    "auditor": frozenset({"audit"}),
 }
 
 
@@ -65,7 +78,7 @@ def load_tokens(path: str | Path) -> dict[str, dict[str, str]]:
         raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from None
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if not isinstance(tokens, dict) or not tokens:
-        raise ConfigError(f'{path}: expected {{"tokens": {{"<token>": "agent|supervisor|admin"}}}}')
+        raise ConfigError(f'{path}: expected {{"tokens": {{"<token>": "{"|".join(ROLES)}"}}}}')
     out: dict[str, dict[str, str]] = {}
     for token, value in tokens.items():
         entry = value if isinstance(value, dict) else {"role": value}

@@ -25,6 +25,7 @@ CONFIG_FLAGS = {
     "audiosocket_host": "audiosocket_host",
     "audiosocket_allow_remote": "audiosocket_allow_remote",
     "record_dir": "record_dir",
+    "rubric": "rubric",
     "retention_days": "retention_days",
     "retention_interval": "retention_check_s",
     "kb_watch": "kb_watch_seconds",
@@ -82,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep each call's caller audio as it arrived (8 kHz, its own codec) in DIR, one "
         "owner-only WAV per call, deleted with the call by --retention-days. Off by default: "
         "callers must be told they are recorded (README: Call recording)")  # fmt: skip
+    opt("--rubric", metavar="FILE",
+        help="the audit review's scoring form (YAML: README, Quality audit); default: "
+        "voice/quality/data/rubric.yaml")  # fmt: skip
     opt("--retention-days", type=int, metavar="N",
         help="delete calls (and their events) that started more than N days ago, at start and "
         "every --retention-interval (default %(default)s; 0: keep forever)")  # fmt: skip
@@ -189,6 +193,13 @@ def run_serve(args: argparse.Namespace) -> int:
     from voice.server.app import create_app
 
     config = config_from_args(args)  # refuse bad settings before loading the model
+    if config.rubric:
+        from voice.quality.reviews import RubricError, load_rubric
+
+        try:
+            load_rubric(config.rubric)
+        except RubricError as exc:
+            raise ConfigError(f"--rubric {config.rubric}: {exc}") from None
     if args.crm and not args.kb:
         raise ConfigError("--crm needs --kb: the CRM serves the answer engine")
     integrations = None

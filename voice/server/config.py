@@ -40,6 +40,7 @@ class ServerConfig:
     tls_min_version: str = "1.3"  # oldest TLS accepted: "1.3", or "1.2" for older clients
     db_path: str = field(default_factory=default_db_path)  # SQLite store of calls and events;
     # created 0600 (its WAL files too) in a 0700 folder when the folder is new
+    rubric: str | None = None  # the audit scoring form (YAML); None: the shipped one
     record_dir: str | None = None  # keep each call's caller audio here (opt-in: consent, PDPO)
     retention_days: int = 0  # calls started longer ago are deleted with their events and
     # recordings (0: kept)

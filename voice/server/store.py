@@ -21,7 +21,7 @@ from typing import Any
 
 from voice.integrations import routing, zendesk
 from voice.integrations.outbox import Outbox
-from voice.quality import corrections
+from voice.quality import corrections, reviews, sampling
 from voice.server import analytics
 
 SCHEMA = """
@@ -66,6 +66,8 @@ class Store:
         routing.create(self._writes)
         zendesk.create(self._writes)
         corrections.create(self._writes)
+        reviews.create(self._writes)
+        sampling.create(self._writes)
         self._create_analytics()
 
     def _connect(self) -> sqlite3.Connection:
@@ -196,6 +198,7 @@ class Store:
             Outbox.forget(db, old, (cutoff,))
             routing.forget(db, old, (cutoff,))
             corrections.forget(db, old, (cutoff,))
+            reviews.forget(db, old, (cutoff,))
             zendesk.forget(db, old, (cutoff,))
             db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
             deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount

@@ -2,7 +2,8 @@
 
 `voice report weekly --db DB --week 2026-W48 --out DIR` writes `report.html` (self-contained: the
 week's heatmap of unresolved utterances by category and day, the KPIs against the week before,
-and the unresolved questions grouped by similarity with counts and example calls) and
+and the unresolved questions grouped by meaning within each category, as `voice kb suggest`
+groups them (voice.quality.mining), with counts and example calls) and
 `unresolved.csv`, whose first columns are the knowledge base's own (`id, category, questions,
 keywords, answer, answer_en, priority`) so a KB owner fills in the answers and appends the rows.
 """
@@ -13,19 +14,20 @@ import csv
 import html
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from voice.errors import ConfigError
+from voice.quality import mining
+from voice.quality.mining import QuestionGroup
 from voice.server import analytics
 
 WEEK_PATTERN = re.compile(r"^(\d{4})-W(\d{2})$")
-SIMILAR = 70  # rapidfuzz ratio (0-100) at which two unresolved utterances count as one question
-MAX_TURNS = 5000  # unresolved utterances read per category: a week of a large centre
-EXAMPLES = 3  # example calls shown per question group
-KB_COLUMNS = ("id", "category", "questions", "keywords", "answer", "answer_en", "priority")
+MAX_TURNS = mining.MAX_TURNS  # unresolved utterances read per category: a week of a large centre
+EXAMPLES = mining.EXAMPLES  # example calls shown per question group
+KB_COLUMNS = mining.KB_COLUMNS
 # KPI name -> (label, how it is shown, higher is better?)
 KPI_ROWS = {
     "calls": ("通話數 Calls", "{:,.0f}", None),
@@ -53,45 +55,6 @@ def week_period(week: str) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=7)
 
 
-@dataclass
-class QuestionGroup:
-    """Unresolved utterances that say much the same thing."""
-
-    category: str
-    text: str  # the first utterance seen: the group's name
-    key: str  # its normalised form, compared with newcomers
-    texts: list[str] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.texts)
-
-
-def group_questions(turns: list[dict[str, Any]]) -> list[QuestionGroup]:
-    """Greedy grouping by rapidfuzz ratio over the answer engine's normalised text, within a
-    category; largest groups first."""
-    from rapidfuzz import fuzz
-
-    from voice.answer.text import normalize
-
-    groups: list[QuestionGroup] = []
-    for turn in turns:
-        text = (turn.get("text") or "").strip()
-        if not text:
-            continue
-        key = normalize(text)
-        same = [g for g in groups if g.category == turn["category"]]
-        best = max(same, key=lambda g: fuzz.ratio(key, g.key), default=None)
-        if best is None or fuzz.ratio(key, best.key) < SIMILAR:
-            best = QuestionGroup(turn["category"], text, key)
-            groups.append(best)
-        best.texts.append(text)
-        if turn["call_id"] not in best.calls:
-            best.calls.append(turn["call_id"])
-    return sorted(groups, key=lambda g: (-g.count, g.category, g.text))
-
-
 @dataclass(frozen=True)
 class WeeklyReport:
     """What the report shows, read from the store."""
@@ -109,11 +72,10 @@ def build(db, week: str) -> WeeklyReport:
     """The report of ISO `week` from a store's read connection."""
     start, end = week_period(week)
     heat = analytics.heatmap(db, start, end, "day")
-    turns = [
-        turn
-        for category in heat["categories"]
-        for turn in analytics.unresolved_turns(db, start, end, category, limit=MAX_TURNS)
-    ]
+    turns = mining.unresolved_in(db, start, end, heat["categories"], limit=MAX_TURNS)
+    # the same grouping by meaning as `voice kb suggest`, but within each category: this report
+    # is read by category (its heatmap's rows)
+    groups = mining.group_questions(turns, within_category=True)
     return WeeklyReport(
         week=week.strip(),
         start=start,
@@ -121,7 +83,7 @@ def build(db, week: str) -> WeeklyReport:
         heatmap=heat,
         kpis=analytics.kpis(db, start, end),
         previous=analytics.kpis(db, start - timedelta(days=7), start),
-        groups=group_questions(turns),
+        groups=groups,
     )
 
 
@@ -143,7 +105,7 @@ def render_csv(report: WeeklyReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*KB_COLUMNS, "count", "example_calls"])
     for group in report.groups:
-        questions = "|".join(dict.fromkeys(group.texts))
+        questions = "|".join(group.phrasings)
         category = "" if group.category == analytics.UNCATEGORISED else group.category
         row = ["", category, questions, "", "", "", "normal", group.count,
                " ".join(group.calls[:EXAMPLES])]  # fmt: skip
@@ -169,9 +131,7 @@ def render_html(report: WeeklyReport) -> str:
     group_rows = "".join(
         f"<tr><td>{g.count}</td><td>{e(g.category)}</td><td>{e(g.text)}"
         + (
-            f"<br><small>{e(' / '.join(list(dict.fromkeys(g.texts))[1:4]))}</small>"
-            if len(set(g.texts)) > 1
-            else ""
+            f"<br><small>{e(' / '.join(g.phrasings[1:4]))}</small>" if len(g.phrasings) > 1 else ""
         )  # fmt: skip
         + f"</td><td>{e(' '.join(g.calls[:EXAMPLES]))}</td></tr>"
         for g in report.groups[:50]
@@ -196,7 +156,7 @@ thead th {{ background: #f0f4f8; }} small {{ color: #52606d; }}
 <h2>未解決熱圖 Unresolved utterances by category and day</h2>
 {_heat_table(days, heat_rows) if heat_rows else no_data}
 <h2>未解決問題 Top unresolved questions</h2>
-<p>Grouped by similarity; <code>unresolved.csv</code> has every group as a knowledge-base row
+<p>Grouped by meaning within each category; <code>unresolved.csv</code> has every group as a knowledge-base row
 waiting for its answer.</p>
 {_group_table(group_rows) if group_rows else no_data}
 </body></html>
@@ -233,4 +193,4 @@ def _kpi_row(name: str, now: dict[str, Any], before: dict[str, Any]) -> str:
             f"<td{css}>{change}</td></tr>")  # fmt: skip
 
 
-__all__ = ["QuestionGroup", "WeeklyReport", "build", "group_questions", "week_period", "write"]
+__all__ = ["QuestionGroup", "WeeklyReport", "build", "week_period", "write"]

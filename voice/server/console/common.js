@@ -51,6 +51,20 @@ const VC = (() => {
       acknowledge: "確認接手", ack_failed: "確認失敗", time_left: "尚餘 {0}", overdue: "逾時 {0}",
       no_referrals: "沒有待處理或逾時的轉介。", referral_breached: "轉介逾時", referral_acked: "轉介已確認",
       outcome: "原因", outcome_unresolved: "未解決", outcome_handoff: "轉接真人",
+      audit: "質素審核", role_auditor: "審核員", review_title: "審核通話", audit_jobs: "審核抽樣",
+      no_jobs: "未有審核抽樣（以 voice audit sample 抽取）。", job: "抽樣", created_by: "抽樣人",
+      population: "母體", sampled: "抽中", reviewed: "已審核", double_reviewed: "雙人審核",
+      stratum: "分層", reviews: "評分", reviewed_by_me: "我已評分", corrected_lines: "已更正",
+      percent: "比例", back_to_audit: "← 審核抽樣", lines: "轉錄句子", play: "播放這一句",
+      save: "儲存", corrected_by: "{0} 於 {1} 更正", original: "原文", no_recording: "此通話沒有錄音。",
+      no_lines: "沒有轉錄句子。", save_failed: "儲存失敗", scoring: "評分表", submit_review: "提交評分",
+      submitted_by: "{0} 於 {1} 提交", others_hidden: "另有 {0} 份評分，提交你的評分後才會顯示。",
+      agreement: "評分一致度", comment: "備註", required: "必填", submit_failed: "提交失敗",
+      calibration: "校準：所有雙人審核通話", kappa: "Cohen's kappa", calls_n: "{0} 個通話",
+      agreement_def: "每對審核人都有作答的項目中，答案相同的比例（各對平均）。",
+      kappa_def: "每個項目中首兩位審核人的 Cohen's kappa（已扣除偶然一致），各項目平均。",
+      suggestion_used: "建議", reviewer: "審核人", not_reviewed: "未審核", recording: "錄音",
+      no_review_yet: "尚未有評分。", not_applicable: "不適用", item: "項目",
     },
     en: {
       brand: "Voice console", wallboard: "Wallboard", heatmap: "Unresolved heatmap", kpis: "KPIs",
@@ -99,6 +113,20 @@ const VC = (() => {
       no_referrals: "No open or breached referrals.", referral_breached: "Referral breached",
       referral_acked: "Referral acknowledged", outcome: "Outcome", outcome_unresolved: "unresolved",
       outcome_handoff: "handed off",
+      audit: "Audit", role_auditor: "auditor", review_title: "Review call", audit_jobs: "Audit samples",
+      no_jobs: "No audit samples yet (draw one with voice audit sample).", job: "Sample", created_by: "Drawn by",
+      population: "Population", sampled: "Sampled", reviewed: "Reviewed", double_reviewed: "Double-reviewed",
+      stratum: "Stratum", reviews: "Reviews", reviewed_by_me: "reviewed by me", corrected_lines: "Corrected",
+      percent: "Share", back_to_audit: "← Audit samples", lines: "Transcript lines", play: "Play this line",
+      save: "Save", corrected_by: "corrected by {0} at {1}", original: "Original", no_recording: "This call has no recording.",
+      no_lines: "No transcript lines.", save_failed: "Could not save", scoring: "Scoring form", submit_review: "Submit review",
+      submitted_by: "submitted by {0} at {1}", others_hidden: "{0} other review(s), shown once you submit yours.",
+      agreement: "Agreement", comment: "Comment", required: "required", submit_failed: "Could not submit",
+      calibration: "Calibration: all double-reviewed calls", kappa: "Cohen's kappa", calls_n: "{0} calls",
+      agreement_def: "Share of the items both reviewers answered on which they gave the same answer, averaged over pairs.",
+      kappa_def: "Cohen's kappa (chance-corrected) between each call's first two reviewers, per item, averaged over items.",
+      suggestion_used: "Suggestion", reviewer: "Reviewer", not_reviewed: "not reviewed", recording: "Recording",
+      no_review_yet: "No reviews yet.", not_applicable: "n/a", item: "Item",
     },
   };
   const listeners = [];
@@ -211,11 +239,13 @@ const VC = (() => {
   }
 
   // A console POST: the session cookie plus the session's CSRF token (the sign-out form's) in a
-  // header, which the server requires of cookie-authenticated POSTs.
-  async function postJSON(url) {
+  // header, which the server requires of cookie-authenticated POSTs; `body`, if given, as JSON.
+  async function postJSON(url, body) {
     const csrf = document.querySelector('input[name="csrf"]');
-    const r = await fetch(url, { method: "POST", credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRF-Token": csrf ? csrf.value : "" } });
+    const headers = { Accept: "application/json", "X-CSRF-Token": csrf ? csrf.value : "" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const r = await fetch(url, { method: "POST", credentials: "same-origin", headers,
+      body: body === undefined ? undefined : JSON.stringify(body) });
     if (r.status === 401) {
       location.href = "/console/login";
       throw new Error("signed out");
@@ -269,7 +299,7 @@ const VC = (() => {
     const nav = document.getElementById("nav");
     if (nav) {
       const hrefs = { wallboard: "/console", heatmap: "/console/heatmap", kpis: "/console/kpis",
-        calls: "/console/my-calls" };
+        calls: "/console/my-calls", audit: "/console/audit" };
       for (const p of (body.dataset.pages || "").split(" ").filter(Boolean)) {
         const key = p === "calls" && body.dataset.role === "agent" ? "my_calls" : p;
         nav.append(el("a", { href: hrefs[p], "data-i18n": key,

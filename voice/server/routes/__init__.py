@@ -17,6 +17,16 @@ from voice.server.routes.records import (
     metrics_endpoint,
 )
 from voice.server.routes.referrals import ack_referral, list_referrals
+from voice.server.routes.review import (
+    corrections_endpoint,
+    get_agreement,
+    get_audio,
+    get_job,
+    get_rubric,
+    get_sheet,
+    list_jobs,
+    reviews_endpoint,
+)
 from voice.server.routes.upload import transcribe_upload
 from voice.server.routes.zendesk import zendesk_webhook
 
@@ -41,6 +51,14 @@ ROUTES: list[BaseRoute] = [
     Route("/v1/analytics/unresolved", unresolved),
     Route("/v1/referrals", list_referrals),
     Route("/v1/referrals/{referral_id}/ack", ack_referral, methods=["POST"]),
+    Route("/v1/audit/jobs", list_jobs),
+    Route("/v1/audit/jobs/{job_id}", get_job),
+    Route("/v1/audit/rubric", get_rubric),
+    Route("/v1/audit/agreement", get_agreement),
+    Route("/v1/audit/calls/{call_id}", get_sheet),
+    Route("/v1/calls/{call_id}/audio", get_audio),
+    Route("/v1/calls/{call_id}/corrections", corrections_endpoint, methods=["GET", "POST"]),
+    Route("/v1/calls/{call_id}/reviews", reviews_endpoint, methods=["GET", "POST"]),
     Route("/integrations/zendesk/webhook", zendesk_webhook, methods=["POST"]),
     Route("/console/login", login_form, methods=["GET"]),
     Route("/console/login", login_submit, methods=["POST"]),
@@ -50,5 +68,7 @@ ROUTES: list[BaseRoute] = [
     Route("/console/kpis", console_page("kpis")),
     Route("/console/my-calls", console_page("calls")),
     Route("/console/calls/{call_id}", console_page("call")),
+    Route("/console/audit", console_page("audit")),
+    Route("/console/audit/calls/{call_id}", console_page("review")),
     Route("/console/static/{name}", static),
 ]

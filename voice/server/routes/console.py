@@ -38,7 +38,9 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 HOME = {"wallboard": "/console", "heatmap": "/console/heatmap", "kpis": "/console/kpis",
-        "calls": "/console/my-calls"}  # fmt: skip
+        "calls": "/console/my-calls", "audit": "/console/audit"}  # fmt: skip
+# A page reached from another's list is allowed with it (a call from the calls, a review from audit)
+PARENT = {"call": "calls", "review": "audit"}
 # page name -> (its body in CONSOLE_DIR, its script or None, its title's i18n key); every page
 # is that body inside layout.html (head, navigation, sign-out form); who may open which: pages_for
 PAGES = {
@@ -47,6 +49,8 @@ PAGES = {
     "kpis": ("kpis.html", "kpis.js", "kpis"),
     "calls": ("calls.html", "calls.js", "calls"),
     "call": ("call.html", "call.js", "call_detail"),
+    "audit": ("audit.html", "audit.js", "audit"),
+    "review": ("review.html", "review.js", "review_title"),
     "forbidden": ("forbidden.html", None, "forbidden_title"),
 }
 
@@ -55,7 +59,7 @@ def pages_for(principal: Principal) -> list[str]:
     """The console pages this principal may open, in navigation order: each needs the permission
     of the API it reads, so an admin (aggregates, no call content) gets the heatmap and KPIs."""
     wanted = {"wallboard": "all_calls", "heatmap": "analytics", "kpis": "analytics",
-              "calls": "own_calls"}  # fmt: skip
+              "calls": "own_calls", "audit": "audit"}  # fmt: skip
     return [name for name, permission in wanted.items() if principal.can(permission)]
 
 
@@ -180,7 +184,7 @@ def console_page(name: str):
         allowed = pages_for(session.principal)
         if name == "wallboard" and name not in allowed and allowed:
             return RedirectResponse(HOME[allowed[0]], 303)  # an agent's home is its calls
-        if (name if name != "call" else "calls") not in allowed:
+        if PARENT.get(name, name) not in allowed:
             return forbidden(session)
         call_id = request.path_params.get("call_id", "")
         return page(name, session, call_id=call_id)
