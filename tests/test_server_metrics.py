@@ -38,6 +38,10 @@ FAMILIES = [
     ("voice_asr_queue_wait_seconds", "histogram", "Time a segment waited for ASR"),
     ("voice_asr_batch_seconds", "histogram", "Wall time of one ASR batch"),
     ("voice_asr_batch_size", "histogram", "Segments per ASR batch"),
+    ("voice_integration_deliveries", "counter", "Webhook and Zendesk delivery attempts, by target "
+     "and outcome (delivered, retry, dead, gone)"),
+    ("voice_integration_delivery_seconds", "histogram", "Wall time of one delivery attempt"),
+    ("voice_integration_outbox_pending", "gauge", "Deliveries waiting to be sent or retried"),
 ]  # fmt: skip
 
 
