@@ -15,11 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
 SUPERVISOR = "supervisor-token-cccccccc"
 AGENT = "agent-token-aaaaaaaaaaaa"
 TOKENS = {SUPERVISOR: {"role": "supervisor", "name": "主管陳"},
@@ -48,22 +45,6 @@ def server(tmp_path_factory, tiny_model_dir):
     with _serve(tmp, "--model", model, "--auth", str(tmp / "auth.json"),
                 "--kb", str(KB), "--max-calls", "4") as running:  # fmt: skip
         yield running
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = os.environ.get("CONSOLE_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _bearer(token: str = SUPERVISOR) -> dict[str, str]:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from finetune_fixtures import make_manifest
+from test_recording import _call
 from test_server import _bearer, _serve
-from websockets.asyncio.client import connect
 
 from voice.audio import mulaw_encode
 from voice.quality.export import assign_splits, speaker_of
@@ -23,19 +23,6 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 SUPERVISOR = "sup-token-0123456789abcdef"
 CORRECT = ["喂，你好，我想查下我張單。", "點解我今個月嘅月費貴咗咁多㗎？"]
-
-
-async def _call(ws_base: str, call_id: str, data: bytes, caller: str) -> list[dict]:
-    events = []
-    async with connect(ws_base + "/stream", additional_headers=_bearer(SUPERVISOR)) as ws:
-        await ws.send(json.dumps({"type": "start", "call_id": call_id, "encoding": "mulaw",
-                                  "sample_rate": 8000, "caller": caller}))  # fmt: skip
-        for i in range(0, len(data), 1600):
-            await ws.send(data[i : i + 1600])
-        await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            events.append(json.loads(message))
-    return events
 
 
 def _voice(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +39,8 @@ def test_corrections_flow_from_a_live_call_into_fine_tuning(tmp_path, tiny_model
     with _serve(tmp_path, "--model", str(tiny_model_dir), "--auth", str(tmp_path / "auth.json"),
                 "--record-dir", str(records), "--max-queue-seconds", "120") as server:  # fmt: skip
         for n, call_id in enumerate(calls):
-            asyncio.run(_call(server.ws, call_id, audio, caller=f"+852 5555 000{n % 2}"))
+            asyncio.run(_call(server.ws, call_id, audio, _bearer(SUPERVISOR),
+                              caller=f"+852 5555 000{n % 2}"))  # fmt: skip
         for call_id in calls:
             record = httpx.get(f"{server.http}/calls/{call_id}", headers=_bearer(SUPERVISOR),
                                timeout=10).json()  # fmt: skip

@@ -25,11 +25,14 @@ from voice.vad import VadOptions
 pytestmark = [pytest.mark.timeout(300)]
 
 
-async def _call(ws_base: str, call_id: str, data: bytes, encoding: str = "mulaw") -> list[dict]:
+async def _call(ws_base: str, call_id: str, data: bytes, headers: dict | None = None,
+                **start) -> list[dict]:  # fmt: skip
+    """Stream a mu-law call over /stream (`start`: more keys of the start message) and return the
+    events that come back."""
     events = []
-    async with connect(ws_base + "/stream") as ws:
-        await ws.send(json.dumps({"type": "start", "call_id": call_id, "encoding": encoding,
-                                  "sample_rate": 8000}))  # fmt: skip
+    async with connect(ws_base + "/stream", additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "start", "call_id": call_id, "encoding": "mulaw",
+                                  "sample_rate": 8000, **start}))  # fmt: skip
         for i in range(0, len(data), 1600):
             await ws.send(data[i : i + 1600])
         await ws.send(json.dumps({"type": "stop"}))

@@ -5,12 +5,12 @@ Screenshots go to $CONSOLE_SCREENSHOTS if set, else the test's tmp folder."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CHROMIUM
 from test_review import (
     AGENT,
     AUDITOR,
@@ -24,8 +24,6 @@ from test_review import (
 )
 from test_server import _bearer
 
-CHROMIUM = "/usr/bin/chromium"
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
@@ -34,7 +32,7 @@ pytestmark = [
     ),
 ]
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-from test_console_browser import CHROMIUM_ARGS, _sign_in  # noqa: E402  (after the skips)
+from test_console_browser import _sign_in  # noqa: E402  (after the skips)
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +42,6 @@ def server(tmp_path_factory, tiny_model_dir, demo_call):
         stream_calls(running, demo_call, {SAMPLED: None})
         seed_sample(tmp / "calls.sqlite3", JOB, [SAMPLED])
         yield running
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    folder = os.environ.get("CONSOLE_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_an_auditor_plays_corrects_and_scores_a_sampled_call(server, browser, shots):

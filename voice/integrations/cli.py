@@ -135,11 +135,7 @@ def run_deliveries(args: argparse.Namespace) -> int:
 def run_retry(args: argparse.Namespace) -> int:
     from voice.integrations.outbox import Outbox
 
-    store = _store(args.db)
-    try:
-        target = store.transact(Outbox.retry, args.id)
-    finally:
-        store.close()
+    target = _transact(args.db, Outbox.retry, args.id)
     if target is None:
         raise ConfigError(f"no delivery {args.id} in {args.db} (see `voice integrations "
                           "deliveries`)")  # fmt: skip
@@ -150,13 +146,18 @@ def run_retry(args: argparse.Namespace) -> int:
 def run_enable(args: argparse.Namespace) -> int:
     from voice.integrations.outbox import Outbox
 
-    store = _store(args.db)
-    try:
-        changed = store.transact(Outbox.enable, args.endpoint)
-    finally:
-        store.close()
+    changed = _transact(args.db, Outbox.enable, args.endpoint)
     print(f"{args.endpoint} enabled" if changed else f"{args.endpoint} was not disabled")
     return 0
+
+
+def _transact(db: str, work, *args):
+    """Run one outbox write in the store at `db` (beside a running server: SQLite serialises)."""
+    store = _store(db)
+    try:
+        return store.transact(work, *args)
+    finally:
+        store.close()
 
 
 def run_test(args: argparse.Namespace) -> int:
