@@ -303,6 +303,78 @@ def test_english_sticks_until_the_caller_switches_back(engine):
     assert session.answer("ok").language == "yue-Hant-HK"
 
 
+# Mandarin callers: standard written Chinese (`answer_zh`) where the KB has it.
+MANDARIN = [
+    ("我忘記密碼了，要怎麼重新設定", "ACC-001"),
+    ("我想查一下這個月的帳單是多少錢", "BILL-001"),
+    ("我的手機不能上網了，怎麼辦", "NET-001"),
+    ("我不想用你們的服務了，要怎麼取消", "ACC-005"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), MANDARIN)
+def test_mandarin_questions_get_standard_written_replies(engine, text, expected):
+    ans = engine.answer(text)
+    assert ans.language == "cmn-Hant-HK"
+    assert ans.resolved and ans.suggestions[0].id == expected
+    entry = engine.kb.by_id[expected]
+    assert entry.answer_zh and ans.reply == entry.answer_zh.replace("{customer_name}", "")
+    assert "嘅" not in ans.reply and "咗" not in ans.reply
+
+
+def test_each_register_gets_its_own_reply_for_the_same_entry(engine):
+    entry = engine.kb.by_id["ACC-001"]
+    replies = {
+        text: engine.answer(text)
+        for text in ("我唔記得咗密碼", "我忘記密碼了怎麼辦", "I forgot my password")
+    }
+    assert [(a.language, a.suggestions[0].id) for a in replies.values()] == [
+        ("yue-Hant-HK", "ACC-001"),
+        ("cmn-Hant-HK", "ACC-001"),
+        ("en", "ACC-001"),
+    ]
+    assert [a.reply for a in replies.values()] == [entry.answer, entry.answer_zh, entry.answer_en]
+
+
+def test_mandarin_without_answer_zh_replies_in_cantonese_and_warns_once(engine, caplog):
+    fresh = AnswerEngine(engine.kb, engine.options, encoder=engine.encoder)  # its own warnings
+    entry = fresh.kb.by_id["SIM-002"]
+    assert not entry.answer_zh
+    with caplog.at_level("WARNING", logger="voice.answer.engine"):
+        first = fresh.answer("我的手機被偷了，怎麼辦")
+        second = fresh.answer("手機被偷了，我該怎麼辦")
+    assert first.language == second.language == "cmn-Hant-HK"
+    assert first.suggestions[0].id == second.suggestions[0].id == "SIM-002"
+    assert first.reply == entry.answer  # the Cantonese answer as written, not a guess
+    warnings = [r.getMessage() for r in caplog.records if "answer_zh" in r.getMessage()]
+    assert len([w for w in warnings if "SIM-002" in w]) == 1
+    assert "SIM-002" in warnings[0] and f"row {entry.row}" in warnings[0]
+
+
+def test_mandarin_system_replies(engine):
+    options = engine.options
+    assert engine.answer("今天天氣怎麼樣").reply == options.fallback_reply_zh
+    ans = engine.answer("我訂的東西什麼時候會到")  # ORD-001 needs an order number, no CRM
+    assert ans.language == "cmn-Hant-HK" and ans.suggestions[0].id == "ORD-001"
+    assert ans.reply == options.ask_order_reply_zh
+
+
+def test_mandarin_sticks_and_switches_back(engine):
+    session = engine.session(call_id="cmn")
+    assert session.answer("你好，我想問一下帳單的事情").language == "cmn-Hant-HK"
+    assert session.answer("好").language == "cmn-Hant-HK"  # no evidence: the register stays
+    assert session.answer("帳單金額").language == "cmn-Hant-HK"
+    assert session.answer("I forgot my password").language == "en"
+    assert session.answer("我忘記密碼了，怎麼辦").language == "cmn-Hant-HK"
+    assert session.answer("唔該講廣東話").language == "yue-Hant-HK"
+    assert session.answer("請說普通話").language == "cmn-Hant-HK"
+
+
+def test_code_switched_cantonese_with_bare_classifier_is_not_english(engine):
+    ans = engine.answer("我想 cancel 個 plan")
+    assert ans.language == "yue-Hant-HK" and ans.suggestions[0].id == "ACC-005"
+
+
 # -- tone and priority ------------------------------------------------------------------------
 
 UPSET = [
@@ -682,6 +754,59 @@ def test_cli_kb_check(tmp_path, capsys):
     assert main(["kb", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "row 2 column answer" in err and "row 2 column priority" in err
+
+
+def test_kb_answer_zh_is_optional_loaded_and_checked(tmp_path, capsys):
+    old = write_kb(tmp_path / "old.csv", [["A1", "帳單", "點樣交費", "", "用信用卡", "", ""]])
+    assert load_kb(old).entries[0].answer_zh == ""  # a KB from before answer_zh still loads
+    assert main(["kb", "check", str(old)]) == 0
+    header = [*HEADER, "answer_zh"]
+    new = write_kb(
+        tmp_path / "new.csv",
+        [
+            [
+                "A1",
+                "帳單",
+                "點樣交費",
+                "",
+                "{customer_name}用信用卡",
+                "",
+                "",
+                "{customer_name}請用信用卡",
+            ],
+            ["A2", "帳單", "張單幾錢", "", "登入 App 睇", "", "", ""],
+        ],
+        header,
+    )
+    first, second = load_kb(new).entries
+    assert first.answer_zh == "{customer_name}請用信用卡" and second.answer_zh == ""
+    assert first.reply("cmn-Hant-HK") == first.answer_zh
+    assert second.reply("cmn-Hant-HK") == second.answer  # the fallback
+    assert first.reply("yue-Hant-HK") == first.answer and first.reply("en") == first.answer
+    assert main(["kb", "check", str(new)]) == 0
+    capsys.readouterr()
+    bad = write_kb(
+        tmp_path / "bad.csv",
+        [["A1", "帳單", "點樣交費", "", "用卡", "", "", "您好{nickname}"]],
+        header,
+    )
+    assert main(["kb", "check", str(bad)]) == 2
+    assert "row 2 column answer_zh: unknown slot {nickname}" in capsys.readouterr().err
+
+
+def test_sample_kb_has_some_standard_written_answers():
+    kb = load_kb(SAMPLE_KB)
+    written = {e.id for e in kb.entries if e.answer_zh}
+    assert {"ACC-001", "BILL-001", "NET-001", "ACC-005", "ORD-001"} <= written
+    assert "SIM-002" not in written  # kept without, for the fallback
+
+
+def test_cli_answer_json_mandarin(capsys):
+    assert main(["answer", "--kb", str(SAMPLE_KB), "--json", "我忘記密碼了，怎麼辦"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["language"] == "cmn-Hant-HK" and data["resolved"]
+    assert set(data["suggestions"][0]) == {"id", "category", "reply", "score"}
+    assert data["suggestions"][0]["id"] == "ACC-001"
 
 
 @pytest.mark.slow

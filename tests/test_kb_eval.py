@@ -225,3 +225,69 @@ def test_line_numbers_count_newlines_only(tmp_path):
     assert problems == [
         f"{path} line 3 field expect: 'X' is not an entry id in the KB (use null for an off-topic query)"
     ]
+
+
+# -- registers: yue / cmn / en labels ----------------------------------------------------------
+
+REGISTERS_SET = Path(__file__).parents[1] / "eval" / "kb" / "registers_queries.jsonl"
+
+
+def test_lang_labels_yue_cmn_en_and_the_old_zh(tmp_path):
+    path = tmp_path / "q.jsonl"
+    lines = [
+        {"text": "我唔記得咗密碼", "expect": "ACC-001", "lang": "yue"},
+        {"text": "我忘記密碼了，怎麼辦", "expect": "ACC-001", "lang": "cmn"},
+        {"text": "I forgot my password", "expect": "ACC-001", "lang": "en"},
+        {"text": "點樣重設密碼", "expect": "ACC-001", "lang": "zh"},
+        {"text": "點樣重設密碼", "expect": "ACC-001", "lang": "mandarin"},
+    ]
+    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
+    queries, problems = load_queries(path, {"ACC-001"})
+    assert [q.lang for q in queries] == ["yue", "cmn", "en", "zh"]
+    assert len(problems) == 1 and "line 5 field lang" in problems[0] and '"cmn"' in problems[0]
+
+
+def test_language_accuracy_per_register():
+    engine = AnswerEngine.from_file(SAMPLE_KB, AnswerOptions(top_k=5))
+    queries = [
+        Query(1, "我唔記得咗密碼", "ACC-001", "yue"),
+        Query(2, "我忘記密碼了，怎麼辦", "ACC-001", "cmn"),
+        Query(3, "I forgot my password", "ACC-001", "en"),
+        Query(4, "我唔記得咗密碼", "ACC-001", "cmn"),  # Cantonese labelled Mandarin: a miss
+        Query(5, "點樣重設密碼", "ACC-001", "zh"),  # the old label, for Cantonese
+    ]
+    res = evaluate(engine, queries)
+    got = {
+        lang: {name: (m.hits, m.total) for name, m in metrics.items()}
+        for lang, metrics in res.by_lang.items()
+    }
+    assert got == {
+        "yue": {"top1": (1, 1), "language": (1, 1)},
+        "cmn": {"top1": (2, 2), "language": (1, 2)},
+        "en": {"top1": (1, 1), "language": (1, 1)},
+        "zh": {"top1": (1, 1), "language": (1, 1)},
+    }
+    assert [o.query.line for o in res.misses] == [4]
+    report = format_report(res)
+    assert "language cmn" in report and "1/2" in report
+
+
+def test_a_mandarin_reply_to_a_zh_line_is_a_language_miss():
+    answer = Answer(
+        text="x",
+        language="cmn-Hant-HK",
+        resolved=False,
+        suggestions=(),
+        sentiment=Sentiment("neutral", 0.0),
+    )
+    assert score_answer(Query(1, "x", None, "zh"), answer, 1.0).failed == ("language",)
+    assert score_answer(Query(1, "x", None, "cmn"), answer, 1.0).failed == ()
+
+
+def test_the_registers_set_fits_the_sample_kb():
+    from voice.answer import load_kb
+
+    queries, problems = load_queries(REGISTERS_SET, load_kb(SAMPLE_KB).by_id)
+    assert problems == []
+    counts = {lang: sum(q.lang == lang for q in queries) for lang in ("yue", "cmn", "en")}
+    assert all(n >= 20 for n in counts.values()), counts

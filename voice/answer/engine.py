@@ -14,13 +14,15 @@ import numpy as np
 
 from voice.answer.crm import Customer, CustomerProvider, Order
 from voice.answer.embed import DEFAULT_CACHE, SentenceEncoder
-from voice.answer.kb import KnowledgeBase, load_kb
+from voice.answer.kb import Entry, KnowledgeBase, load_kb
+from voice.answer.language import detect_language
 from voice.answer.search import Hit, SearchIndex
 from voice.answer.sentiment import Sentiment, detect
-from voice.answer.text import english_ratio, extract_order_id, normalize
+from voice.answer.text import extract_order_id, normalize
 from voice.errors import ConfigError
 from voice.prosody import AgitationTracker
 from voice.types import (
+    CMN,
     EN,
     SAMPLE_RATE,
     YUE,
@@ -38,7 +40,9 @@ from voice.types import (
 
 log = logging.getLogger(__name__)
 
-ZH = YUE  # replies in Chinese are colloquial Hong Kong Cantonese (BCP 47 tags, voice.types)
+# Reply registers (BCP 47 tags, voice.types): colloquial Hong Kong Cantonese by default,
+# standard written Chinese in Traditional characters for Mandarin speakers, English.
+REPLY_LANGUAGES = (YUE, CMN, EN)
 ORDER_SLOTS = ("order_id", "order_status", "order_item", "order_eta")
 
 
@@ -62,18 +66,28 @@ class AnswerOptions:
         "講中文", "講返中文", "講廣東話", "用廣東話", "用中文", "cantonese please",
         "speak cantonese", "in cantonese", "speak chinese",
     )  # fmt: skip
+    mandarin_triggers: tuple[str, ...] = (
+        "講普通話", "說普通話", "用普通話", "講國語", "說國語", "用國語", "說中文",
+        "mandarin please", "speak mandarin", "in mandarin",
+    )  # fmt: skip
     english_min_words: int = 2  # an utterance is English if it has this many English words ...
     english_word_weight: float = 2.0  # ... and words * weight > its Chinese characters
     chinese_min_chars: int = 4  # Chinese characters that switch an English session back
+    # Weighed Cantonese or Mandarin markers (voice.answer.language) that switch the register
+    # between Cantonese and Mandarin; fewer keep the call's register.
+    register_min_weight: float = 2.0
     # Words' tone at or below -threshold is agitation level 2 (see sentiment.agitation_level);
     # a sentiment alert fires from level 2, whether from the words, the voice or both.
     sentiment_threshold: float = 0.5
     sentiment_history: int = 3  # earlier utterances checked for the caller repeating themself
     fallback_reply: str = "唔好意思，我唔係好明白，可唔可以講多少少你想查詢咩？"
+    fallback_reply_zh: str = "不好意思，我不太明白，可以再多說一點您想查詢甚麼嗎？"
     fallback_reply_en: str = "Sorry, I didn't quite catch that. Could you tell me a bit more?"
     ask_order_reply: str = "請問你嘅訂單號碼係幾多？"
+    ask_order_reply_zh: str = "請問您的訂單號碼是多少？"
     ask_order_reply_en: str = "May I have your order number, please?"
     order_not_found_reply: str = "唔好意思，我搵唔到訂單號碼 {order_id}，麻煩你再講一次？"
+    order_not_found_reply_zh: str = "不好意思，我找不到訂單號碼 {order_id}，麻煩您再說一次？"
     order_not_found_reply_en: str = (
         "Sorry, I can't find order number {order_id}. Could you repeat it?"
     )
@@ -87,6 +101,10 @@ class AnswerOptions:
             raise ConfigError(f"min_score must be between 0 and threshold, got {self.min_score}")
         if self.escalate_after < 0:
             raise ConfigError(f"escalate_after must be 0 or more, got {self.escalate_after}")
+        if self.register_min_weight <= 0:
+            raise ConfigError(
+                f"register_min_weight must be above 0, got {self.register_min_weight}"
+            )
         if not 0.0 < self.sentiment_threshold <= 1.0:
             raise ConfigError(
                 f"sentiment_threshold must be in (0, 1], got {self.sentiment_threshold}"
@@ -120,19 +138,9 @@ class Answer:
         }
 
 
-def detect_language(text: str, current: str, options: AnswerOptions) -> str:
-    """The reply language after `text`: triggers first, then which script dominates."""
-    norm = normalize(text)
-    if any(t in norm for t in options.chinese_triggers):
-        return ZH
-    if any(t in norm for t in options.english_triggers):
-        return EN
-    words, chars = english_ratio(text)
-    if words >= options.english_min_words and words * options.english_word_weight > chars:
-        return EN
-    if chars >= options.chinese_min_chars:
-        return ZH
-    return current
+def _in(language: str, yue: str, cmn: str, en: str) -> str:
+    """One of three texts by reply language (BCP 47 tag)."""
+    return en if language == EN else cmn if language == CMN else yue
 
 
 def _needs_order(template: str) -> bool:
@@ -162,14 +170,14 @@ class AnswerSession:
             self.customer = engine.crm.customer(customer_id)
             if self.customer is None:
                 log.warning("customer %s not found in the CRM", customer_id)
-        self.language = ZH
+        self.language = YUE
         if self.customer:
             try:
                 self.language = language_tag(self.customer.preferred_language)
             except ValueError as exc:
                 log.warning("customer %s: %s; replying in Cantonese", self.customer.id, exc)
-        if self.language not in (ZH, EN):
-            self.language = ZH
+        if self.language not in REPLY_LANGUAGES:
+            self.language = YUE
         self.unresolved = 0  # consecutive unresolved turns
         self.turns = 0
         self.order: Order | None = None
@@ -201,7 +209,7 @@ class AnswerSession:
         if not resolved and spoken_order and self._awaiting_order is not None:
             hits, resolved = [self._awaiting_order], True  # the caller answered "which order?"
         self._awaiting_order = None
-        if resolved and order is None and _needs_order(hits[0].entry.reply(self.language)):
+        if resolved and order is None and _needs_order(self._template(hits[0].entry)):
             self._awaiting_order = hits[0]
         suggestions = tuple(
             self._suggest(h, order, missing) for h in hits if h.score >= options.min_score
@@ -218,7 +226,12 @@ class AnswerSession:
         if resolved:
             reply = suggestions[0].reply
         else:
-            reply = options.fallback_reply_en if self.language == EN else options.fallback_reply
+            reply = _in(
+                self.language,
+                options.fallback_reply,
+                options.fallback_reply_zh,
+                options.fallback_reply_en,
+            )
         return Answer(
             text=text,
             language=self.language,
@@ -235,8 +248,12 @@ class AnswerSession:
         """The utterance without language-switch phrases, which say nothing about the topic."""
         options = self.engine.options
         norm = normalize(text)
-        for phrase in (*options.english_triggers, *options.chinese_triggers):
-            norm = norm.replace(phrase, " ")
+        for phrase in (
+            *options.english_triggers,
+            *options.chinese_triggers,
+            *options.mandarin_triggers,
+        ):
+            norm = norm.replace(normalize(phrase), " ")  # 說 is 説 after normalisation
         return norm
 
     def events(
@@ -281,14 +298,22 @@ class AnswerSession:
 
     def _suggest(self, hit: Hit, order: Order | None, missing: str | None) -> Suggestion:
         options, lang, entry = self.engine.options, self.language, hit.entry
-        template = entry.reply(lang)
+        template = self._template(entry, matched=hit.score >= options.threshold)
         needs_order = _needs_order(template)
         if needs_order and missing:
-            template = (
-                options.order_not_found_reply_en if lang == EN else options.order_not_found_reply
+            template = _in(
+                lang,
+                options.order_not_found_reply,
+                options.order_not_found_reply_zh,
+                options.order_not_found_reply_en,
             )
         elif needs_order and order is None:
-            template = options.ask_order_reply_en if lang == EN else options.ask_order_reply
+            template = _in(
+                lang,
+                options.ask_order_reply,
+                options.ask_order_reply_zh,
+                options.ask_order_reply_en,
+            )
         slots = {"order_id": missing or ""}
         if self.customer:
             slots["customer_name"] = self.customer.address(lang)
@@ -305,6 +330,14 @@ class AnswerSession:
         return Suggestion(
             entry.id, entry.category, _fill(template, slots), hit.score, entry.priority
         )
+
+    def _template(self, entry: Entry, matched: bool = False) -> str:
+        """The entry's reply in the call's language. A Mandarin caller on an entry without
+        `answer_zh` gets the colloquial `answer` as written; when the entry `matched` (reached
+        the threshold) the engine logs that once, so the KB owner knows which to fill in."""
+        if matched and self.language == CMN and not entry.answer_zh:
+            self.engine.warn_missing_zh(entry)
+        return entry.reply(self.language)
 
     def _alerts(self, sentiment: Sentiment, matched: list[Hit]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -357,6 +390,8 @@ class AnswerEngine:
                 log.warning("answering on words and sounds only, without meaning: %s", exc)
         self._lock = threading.Lock()
         self._state = (kb, self._index(kb))  # swapped as one object by reload()
+        self._missing_zh: set[str] = set()  # entries already logged as lacking answer_zh
+        self._missing_zh_lock = threading.Lock()  # not _lock: a reload must not stall a call
 
     def _index(self, kb: KnowledgeBase) -> SearchIndex:
         cache = Path(self.options.kb_cache_dir).expanduser() if self.options.kb_cache_dir else None
@@ -391,6 +426,8 @@ class AnswerEngine:
         with self._lock:
             kb = load_kb(path)
             self._state = (kb, self._index(kb))
+            with self._missing_zh_lock:
+                self._missing_zh = set()  # the new table may have filled some in, or not
         log.info("reloaded %d entries from %s", len(kb), path)
         return kb
 
@@ -401,6 +438,19 @@ class AnswerEngine:
             return False
         self.reload()
         return True
+
+    def warn_missing_zh(self, entry: Entry) -> None:
+        """Log, once per entry and KB load, that a Mandarin caller got the Cantonese `answer`."""
+        with self._missing_zh_lock:
+            if entry.id in self._missing_zh:
+                return
+            self._missing_zh.add(entry.id)
+        log.warning(
+            "entry %s (row %d) has no answer_zh; replying to a Mandarin caller with its "
+            "Cantonese answer",
+            entry.id,
+            entry.row,
+        )
 
     def search(self, text: str, top_k: int | None = None) -> list[Hit]:
         return self.index.search(text, top_k or self.options.top_k)

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voice.errors import VoiceError
+from voice.types import CMN, EN
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "category", "questions", "answer")  # must exist and be non-empty
-OPTIONAL_COLUMNS = ("keywords", "answer_en", "priority")
+# answer_zh: the reply in standard written Chinese (Traditional) for Mandarin callers; without
+# it they get `answer` (colloquial Cantonese) and the engine logs a warning naming the entry.
+OPTIONAL_COLUMNS = ("keywords", "answer_en", "priority", "answer_zh")
 PRIORITIES = ("normal", "high")  # `high` raises an alert whenever the entry matches
 SEPARATOR = "|"  # between questions, and between keywords
 # Slots an answer may use; they are filled from the CRM (see voice.answer.crm).
@@ -44,10 +47,16 @@ class Entry:
     answer_en: str = ""
     priority: str = "normal"
     row: int = 0  # the row in the source table (header is row 1), for messages
+    answer_zh: str = ""  # standard written Chinese, for Mandarin callers
 
     def reply(self, language: str) -> str:
-        """The reply template in `language` (a BCP 47 tag); English falls back to Chinese."""
-        return self.answer_en if language == "en" and self.answer_en else self.answer
+        """The reply template in `language` (a BCP 47 tag): `answer_en` for English,
+        `answer_zh` for Mandarin, `answer` for Cantonese and whenever the other is empty."""
+        if language == EN and self.answer_en:
+            return self.answer_en
+        if language == CMN and self.answer_zh:
+            return self.answer_zh
+        return self.answer
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,7 @@ def parse_rows(rows: list[list[str]], source: str = "<table>") -> tuple[list[Ent
                 f"{where} column priority: unknown priority {cells['priority']!r} "
                 f"(use {' or '.join(PRIORITIES)})"
             )
-        for name in ("answer", "answer_en"):
+        for name in ("answer", "answer_en", "answer_zh"):
             try:
                 unknown = [s for s in _template_slots(cells.get(name, "")) if s not in SLOTS]
             except ValueError as exc:
@@ -181,6 +190,7 @@ def parse_rows(rows: list[list[str]], source: str = "<table>") -> tuple[list[Ent
                 answer_en=cells.get("answer_en", ""),
                 priority=priority,
                 row=number,
+                answer_zh=cells.get("answer_zh", ""),
             )
         )
     if not entries and not problems:

@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice.errors import ConfigError
-from voice.types import EN, YUE
+from voice.types import CMN, EN, YUE
 
 if TYPE_CHECKING:
     from voice.answer.engine import Answer, AnswerEngine
 
 log = logging.getLogger(__name__)
 
-# A query line's `lang` -> the engine's reply language, a BCP 47 tag (voice.types).
-LANGUAGES = {"zh": YUE, "en": EN}
+# A query line's `lang` -> the engine's reply language, a BCP 47 tag (voice.types). "zh" is the
+# label of earlier query files, for Cantonese; it is reported under its own name.
+LANGUAGES = {"yue": YUE, "cmn": CMN, "en": EN, "zh": YUE}
+BY_LANG_METRICS = ("top1", "language")  # reported per `lang` label as well as overall
 FIELDS = ("text", "expect", "lang", "negative")  # other keys are ignored with a warning
 # Metric name -> what it counts, in report order. Each is hits / total over the queries it
 # applies to; `mrr` is the mean of 1/rank (its hits: the expected entry was suggested at all).
@@ -59,7 +61,7 @@ class Query:
     line: int  # 1-based line number in the file, for messages
     text: str
     expect: str | None  # the entry id that should answer; None: off-topic, nothing should
-    lang: str = "zh"  # "zh" | "en": the language the reply should be in
+    lang: str = "zh"  # "yue" | "cmn" | "en" (or "zh" = "yue"): the register to reply in
     negative: bool = False  # the caller is upset
 
     @property
@@ -218,7 +220,9 @@ def parse_query(
     lang = obj.get("lang", "zh")
     if not isinstance(lang, str) or lang not in LANGUAGES:
         shown = json.dumps(lang, ensure_ascii=False)
-        problems.append(f'{where} field lang: {shown} is not "zh" or "en"')
+        problems.append(
+            f'{where} field lang: {shown} is not "yue", "cmn" or "en" (or "zh" for "yue")'
+        )
     negative = obj.get("negative", False)
     if not isinstance(negative, bool):
         shown = json.dumps(negative, ensure_ascii=False)
@@ -339,10 +343,12 @@ def evaluate(
         start = clock()
         answer = engine.answer(query.text)
         outcomes.append(score_answer(query, answer, (clock() - start) * 1000.0))
-    by_lang = {
-        lang: {"top1": summarize([o for o in outcomes if o.query.lang == lang])["top1"]}
-        for lang in LANGUAGES
-    }
+    # the labels the file uses, in LANGUAGES order; "zh" stays apart so old reports still match
+    labels = [lang for lang in LANGUAGES if any(o.query.lang == lang for o in outcomes)]
+    by_lang = {}
+    for lang in labels:
+        metrics = summarize([o for o in outcomes if o.query.lang == lang])
+        by_lang[lang] = {name: metrics[name] for name in BY_LANG_METRICS}
     return KbEvalResult(
         kb=kb,
         queries=source,
