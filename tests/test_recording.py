@@ -15,6 +15,7 @@ from test_server import _serve
 from websockets.asyncio.client import connect
 
 from voice.audio import mulaw_encode
+from voice.files import private_dir
 from voice.server import recording
 from voice.server.calls import CallHub
 from voice.server.config import ServerConfig
@@ -93,7 +94,7 @@ def _seed_recorded(db: Path, records: Path, call_id: str, days_ago: float, live:
         store.db.execute("UPDATE calls SET started_at=? WHERE id=?",
                          (time.time() - days_ago * DAY_S, call_id))  # fmt: skip
     store.close()
-    recording.private_dir(records)
+    private_dir(records)
     recorder = recording.CallRecorder(records / name, "mulaw", 8000)
     recorder.write(bytes(range(256)) * 40)
     if not live:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader sees the old file or the new one, never half of one) and
+owner-only folders for what holds callers' words and voices."""
 
 from __future__ import annotations
 
@@ -26,4 +27,14 @@ def write_atomic(path: Path, data: str | bytes, private: bool = False) -> Path:
     return path
 
 
-__all__ = ["write_atomic"]
+def private_dir(path: str | Path) -> Path:
+    """`path` as a folder, created owner-only (0700) with its missing parents if it is new; an
+    existing folder is left as its owner set it."""
+    folder = Path(path)
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        folder.chmod(0o700)  # chmod, not mkdir's mode: that one is filtered by the umask
+    return folder
+
+
+__all__ = ["private_dir", "write_atomic"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.errors import ConfigError
+from voice.files import private_dir
 from voice.quality import corrections
 
 CALLER_KEYS = ("caller", "from", "caller_id", "ani")  # meta keys bridges put the number under
@@ -51,8 +52,7 @@ def export_corrections(db, record_dir: str | Path, out: str | Path, since: float
     splits = assign_splits(sorted({c.call_id for c in found}))
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "audio").mkdir(parents=True, mode=0o700)
-    tmp.chmod(0o700)
+    private_dir(private_dir(tmp) / "audio")
     summary = ExportSummary(out)
     lines, calls = [], set()
     for c in found:

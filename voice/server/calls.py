@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice.audio import AudioError, StreamDecoder
+from voice.files import private_dir
 from voice.pipeline import CallSession, StreamFormat
 from voice.server import recording
 from voice.server.config import ServerConfig
@@ -174,7 +175,7 @@ class LiveCall:
         try:
             if self.recorder is None and self.audio_bytes == 0:
                 meta = self.recording_meta()
-                folder = recording.private_dir(self.hub.config.record_dir)
+                folder = private_dir(self.hub.config.record_dir)
                 self.recorder = recording.CallRecorder(
                     folder / meta["file"], meta["encoding"], meta["sample_rate"])  # fmt: skip
                 self.hub._write(self, self.hub.store.update_meta, self.call_id,

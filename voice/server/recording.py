@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 PRIVATE_FILE = 0o600
-PRIVATE_DIR = 0o700
 # WAVE format tags and bytes per sample of each stream encoding
 FORMATS = {"pcm16": (1, 2), "alaw": (6, 1), "mulaw": (7, 1)}
 HEADER_BYTES = 58  # RIFF(12) + fmt with cbSize(26) + fact(12) + data header(8)
@@ -27,15 +26,6 @@ def file_name(call_id: str) -> str:
     """A file name for a call: readable, safe for any call id, distinct for distinct ids."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", call_id)[:60].strip("_") or "call"
     return f"{slug}-{hashlib.sha256(call_id.encode()).hexdigest()[:8]}.wav"
-
-
-def private_dir(path: str | Path) -> Path:
-    """The recordings folder, created 0700 if new."""
-    folder = Path(path)
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        folder.chmod(PRIVATE_DIR)
-    return folder
 
 
 class CallRecorder:
@@ -104,4 +94,4 @@ def repair(path: Path) -> bool:
     return True
 
 
-__all__ = ["CallRecorder", "file_name", "header", "private_dir", "repair"]
+__all__ = ["CallRecorder", "file_name", "header", "repair"]

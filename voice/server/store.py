@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from voice.files import private_dir
 from voice.integrations import routing, zendesk
 from voice.integrations.outbox import Outbox
 from voice.quality import corrections, reviews, sampling
@@ -36,7 +37,6 @@ CREATE TABLE IF NOT EXISTS events (
 """
 MEMORY = ":memory:"
 PRIVATE_FILE = 0o600  # the database holds callers' words (PDPO personal data): owner only
-PRIVATE_DIR = 0o700  # a folder the store creates for its database
 SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's companions of the database file
 DAY_S = 86_400.0
 
@@ -263,9 +263,7 @@ def _make_private(path: Path) -> None:
     """Create the database file owner-only before SQLite opens it (SQLite gives its -wal and -shm
     files the database file's mode), in an owner-only folder if the folder is new; take group and
     other access away from files an older version created."""
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True)
-        path.parent.chmod(PRIVATE_DIR)  # chmod, not mkdir's mode: that one is filtered by umask
+    private_dir(path.parent)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE_FILE))
     for file in [path, *(path.with_name(path.name + s) for s in SIDE_FILES)]:
         try:
