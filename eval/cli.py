@@ -71,7 +71,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="exit 1 if any model's CER on any manifest (a fraction, e.g. 0.15) is above this",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_ray_args(p)
     p.set_defaults(func=run)
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """`--ray` and its pool's sizes, with `voice batch transcribe`'s defaults (BatchOptions)."""
+    from voice.batch import BatchOptions
+
+    pool = BatchOptions()
+    add_option(p, "--ray", pool, metavar="auto|ADDRESS",
+               help="decode on a Ray Data actor pool, as `voice batch transcribe --ray` (same "
+               "scores as a local run): 'auto' joins the cluster in RAY_ADDRESS or one `ray "
+               "start`ed here, else starts a local one; or a cluster address (head:6379)")  # fmt: skip
+    add_option(p, "--workers", pool, type=int, metavar="N",
+               help="with --ray: model copies (default %(default)s: the cluster's CPUs // "
+               "--threads)")  # fmt: skip
+    add_option(p, "--threads", pool, type=int, metavar="N",
+               help="with --ray: CPU threads per model (CPUs per actor)")  # fmt: skip
+    add_option(p, "--batch-size", pool, type=int, metavar="ITEMS",
+               help="with --ray: manifest lines (calls in call mode) per actor call")  # fmt: skip
 
 
 _NORMALIZE_HELP = {
@@ -177,7 +196,11 @@ def run(args: argparse.Namespace) -> int:
 
     several = len(manifests) > 1
     results = []
-    for result in evaluate_manifests(models, load, manifests, options):
+    if args.ray:
+        runs = _on_ray(args, models, manifests, options)
+    else:
+        runs = evaluate_manifests(models, load, manifests, options)
+    for result in runs:
         results.append(result)  # model by model: each model is loaded once
         if not args.json:
             print(_line(result, several), flush=True)
@@ -199,6 +222,23 @@ def run(args: argparse.Namespace) -> int:
         if above:
             return EXIT_ABOVE_BAR
     return 0
+
+
+def _on_ray(args: argparse.Namespace, models, manifests, options):
+    """Results as `evaluate_manifests` gives them, decoded on Ray (eval.raypool)."""
+    from eval.raypool import evaluate_on_ray
+    from voice.batch import BatchOptions, ModelSpec
+    from voice.commands import asr_settings_from_args
+
+    def spec_of(model: str) -> ModelSpec:
+        name, asr, vad, store = asr_settings_from_args(
+            argparse.Namespace(**{**vars(args), "model": model})
+        )
+        return ModelSpec(str(name), asr, vad, store)
+
+    pool = BatchOptions(workers=args.workers, threads=args.threads, ray=args.ray,
+                        batch_size=args.batch_size, progress=options.progress)  # fmt: skip
+    return evaluate_on_ray(models, spec_of, manifests, options, pool)
 
 
 def _line(result, with_manifest: bool = False) -> str:

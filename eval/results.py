@@ -40,6 +40,8 @@ class ModelResult:
     seen_texts: frozenset[str] = frozenset()  # normalised training texts (`voice eval --seen-in`)
     manifest: str = ""  # the manifest's path as given to `voice eval`
     initial_prompt: str | None = None  # the decoder prompt in effect (Transcriber.prompt_text)
+    device: str = ""  # where the model ran ("cpu", "cuda") and its CTranslate2 compute type
+    compute_type: str = ""
 
     @property
     def corpus(self) -> CorpusScore:
@@ -137,6 +139,9 @@ def model_summary(result: ModelResult) -> dict:
     out["normalizer"] = result.normalizer
     if result.initial_prompt:
         out["initial_prompt"] = result.initial_prompt
+    if result.device:
+        out["device"] = result.device
+        out["compute_type"] = result.compute_type
     return out
 
 

@@ -93,41 +93,68 @@ def _bar(total: int, desc: str, enabled: bool):
 # --- utterance mode ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """One manifest line through the model: its transcript and decoding time, or why its audio
+    could not be read. Made by `decode_entry`, here or on a Ray actor (eval.raypool)."""
+
+    text: str = ""
+    latency_ms: float = 0.0  # wall time of the `transcribe` call
+    audio_seconds: float = 0.0
+    error: str | None = None
+
+
+def decode_entry(transcriber: Transcribes, entry) -> Decoded:
+    """The line's span as one Segment through `transcriber.transcribe`."""
+    from voice.audio import AudioError
+    from voice.types import SAMPLE_RATE, Segment
+
+    try:
+        samples = entry.load_audio()
+    except AudioError as exc:
+        return Decoded(error=f"line {entry.line}: {exc}")
+    start = entry.offset or 0.0
+    segment = Segment(entry.call_id, start, start + samples.size / SAMPLE_RATE, samples)
+    began = time.perf_counter()
+    transcript = transcriber.transcribe(segment)
+    elapsed_ms = 1000 * (time.perf_counter() - began)
+    return Decoded(transcript.text, elapsed_ms, segment.duration)
+
+
 def eval_utterances(
     model: str, transcriber: Transcribes, entries: Sequence, options: EvalOptions
 ) -> ModelResult:
     """Transcribe each line's span as one Segment and score it."""
-    from voice.audio import AudioError
-    from voice.types import SAMPLE_RATE, Segment
+    decoded = []
+    with _bar(len(entries), model, options.progress) as bar:
+        for entry in entries:
+            decoded.append(decode_entry(transcriber, entry))
+            bar.update(1)
+    return score_utterances(model, entries, decoded, options)
 
+
+def score_utterances(
+    model: str, entries: Sequence, decoded: Sequence[Decoded], options: EvalOptions
+) -> ModelResult:
+    """Score each line's decoding (`decoded[i]` is `entries[i]`'s) as utterance mode does."""
     scores: list[UtteranceScore] = []
     latencies: list[float] = []
     failures: list[str] = []
     audio_s = asr_s = 0.0
-    with _bar(len(entries), model, options.progress) as bar:
-        for entry in entries:
-            try:
-                samples = entry.load_audio()
-            except AudioError as exc:
-                failures.append(f"line {entry.line}: {exc}")
-                bar.update(1)
-                continue
-            start = entry.offset or 0.0
-            segment = Segment(entry.call_id, start, start + samples.size / SAMPLE_RATE, samples)
-            began = time.perf_counter()
-            transcript = transcriber.transcribe(segment)
-            elapsed_ms = 1000 * (time.perf_counter() - began)
-            audio_s += segment.duration
-            asr_s += elapsed_ms / 1000
-            latencies.append(elapsed_ms)
-            scores.append(
-                score_utterance(
-                    entry.text, transcript.text, options.normalize,
-                    id=utterance_id(entry), call_id=entry.call_id, speaker=entry.speaker or "",
-                    latency_ms=round(elapsed_ms, 1), audio_seconds=round(segment.duration, 3),
-                )
-            )  # fmt: skip
-            bar.update(1)
+    for entry, done in zip(entries, decoded, strict=True):
+        if done.error is not None:
+            failures.append(done.error)
+            continue
+        audio_s += done.audio_seconds
+        asr_s += done.latency_ms / 1000
+        latencies.append(done.latency_ms)
+        scores.append(
+            score_utterance(
+                entry.text, done.text, options.normalize,
+                id=utterance_id(entry), call_id=entry.call_id, speaker=entry.speaker or "",
+                latency_ms=round(done.latency_ms, 1), audio_seconds=round(done.audio_seconds, 3),
+            )
+        )  # fmt: skip
     return ModelResult(
         model=model, mode="utterance", scores=tuple(scores), utterances=len(scores),
         audio_seconds=audio_s, processing_seconds=asr_s, latencies_ms=tuple(latencies),
@@ -257,37 +284,50 @@ def evaluate_manifests(
 ) -> Iterator[ModelResult]:
     """`evaluate` over several (manifest path, entries): every manifest's references are checked
     before any model loads, then each model is loaded once and run over every manifest in turn.
-    Results come model by model; each carries its manifest and the model's decoder prompt."""
+    Results come model by model; each carries its manifest, the model's decoder prompt and the
+    device it ran on."""
+    check_manifests(manifests, options)
+    for model in models:
+        log.info("loading model %s", model)
+        transcriber, vad_options = load(model)
+        prompt = getattr(transcriber, "prompt_text", None)
+        used = getattr(transcriber, "options", None)  # AsrOptions as loaded: the actual device
+        ran_on = dict(device=getattr(used, "device", ""),
+                      compute_type=getattr(used, "compute_type", "") or "")  # fmt: skip
+        for manifest, entries in manifests:
+            if options.mode == "call":
+                result = eval_calls(model, transcriber, entries, options, vad_options)
+            else:
+                result = eval_utterances(model, transcriber, entries, options)
+            yield replace(result, manifest=manifest, initial_prompt=prompt, **ran_on)
+        del transcriber
+
+
+def check_manifests(manifests: Sequence[tuple[str, Sequence]], options: EvalOptions) -> None:
+    """Raise EvalError listing the references that cannot be scored, before any model loads."""
     for manifest, entries in manifests:
         problems = check_references(entries, options.normalize)
         if problems:
             listing = "\n  ".join(problems[:50])
             where = f"{manifest}: " if manifest else ""
             raise EvalError(f"{where}{len(problems)} reference(s) cannot be scored:\n  {listing}")
-    for model in models:
-        log.info("loading model %s", model)
-        transcriber, vad_options = load(model)
-        prompt = getattr(transcriber, "prompt_text", None)
-        for manifest, entries in manifests:
-            if options.mode == "call":
-                result = eval_calls(model, transcriber, entries, options, vad_options)
-            else:
-                result = eval_utterances(model, transcriber, entries, options)
-            yield replace(result, manifest=manifest, initial_prompt=prompt)
-        del transcriber
 
 
 __all__ = [
     "MODES",
     "EvalOptions",
     "CallOutput",
+    "Decoded",
+    "check_manifests",
     "check_references",
+    "decode_entry",
     "evaluate",
     "evaluate_manifests",
     "eval_calls",
     "eval_utterances",
     "group_calls",
     "reference_spans",
+    "score_utterances",
     "seen_texts",
     "stream_call",
     "utterance_id",

@@ -27,6 +27,8 @@ _HELP = {
     "l2_base": "weight of the squared distance to the base weights, L2-SP (0: off)",
     "initial_prompt": "text shown to the decoder as previous context in training and, through "
     "the model card, in decoding (e.g. the spoken-Cantonese voice.asr.CANTONESE_PROMPT)",
+    "device": "where training runs: auto (a CUDA GPU when torch sees one, mixed precision), cpu "
+    "or cuda",
     "mask_time": "cached modes: fraction of each clip's cached encoder frames zeroed in 2 spans "
     "per step (SpecAugment-style time masking; the cache itself cannot be re-augmented)",
 }

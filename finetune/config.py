@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from voice.device import DEVICES
 from voice.errors import ConfigError
 
 MODES = ("decoder", "top-encoder", "full", "lora")
@@ -65,8 +66,13 @@ class FinetuneOptions:
     quantization: str = "int8"  # exported CTranslate2 weights; the encoder cache uses the same
     cache_dir: str = ""  # where datasets caches features/encoder outputs ("": beside the output)
     threads: int = 0  # torch / CTranslate2 threads (0: all cores)
+    # auto: a CUDA GPU when torch sees one (bfloat16 autocast where it has it, else float16 with
+    # a gradient scaler), else the CPU (float32, as before); cpu; cuda (an error without one)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}: expected one of {', '.join(DEVICES)}")
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
         if self.window != "auto" and not (isinstance(self.window, int) and 1 <= self.window <= 30):

@@ -169,12 +169,13 @@ def row_samples(row: dict, seed: int, index: int) -> np.ndarray:
 EncodeFn = Callable[[np.ndarray], np.ndarray]  # mel (B, n_mels, frames) -> states (B, T, d)
 
 
-def ct2_encoder(model_dir: str | Path, compute_type: str, threads: int) -> EncodeFn:
+def ct2_encoder(model_dir: str | Path, compute_type: str, threads: int,
+                device: str = "cpu") -> EncodeFn:  # fmt: skip
     """Encoder outputs from CTranslate2 (`model.encode`), as the exported model will compute them."""
     import ctranslate2
 
     model = ctranslate2.models.Whisper(
-        str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads
+        str(model_dir), device=device, compute_type=compute_type, intra_threads=threads
     )
 
     def encode(features: np.ndarray) -> np.ndarray:
@@ -184,15 +185,17 @@ def ct2_encoder(model_dir: str | Path, compute_type: str, threads: int) -> Encod
     return encode
 
 
-def torch_encoder(model, last_layer: int | None = None) -> EncodeFn:
-    """Encoder outputs (or hidden states after `last_layer` layers) from the PyTorch model."""
+def torch_encoder(model, last_layer: int | None = None, device: str = "cpu") -> EncodeFn:
+    """Encoder outputs (or hidden states after `last_layer` layers) from the PyTorch model on
+    `device` (where the model is)."""
     import torch
 
     from finetune.decode import run_encoder
 
     def encode(features: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return run_encoder(model, torch.from_numpy(features), last_layer=last_layer).numpy()
+            x = torch.from_numpy(features).to(device)
+            return run_encoder(model, x, last_layer=last_layer).cpu().numpy()
 
     return encode
 

@@ -73,10 +73,11 @@ def greedy_decode(model, encoder_states, max_new_tokens: int = MAX_NEW_TOKENS,
     """Batched greedy decoding with a KV cache on precomputed encoder states."""
     import torch
 
-    batch = encoder_states.shape[0]
+    batch, device = encoder_states.shape[0], encoder_states.device
     always, begin = suppress_mask(model.generation_config, model.config.vocab_size)
-    tokens = torch.tensor([list(prompt)] * batch)
-    done = torch.zeros(batch, dtype=torch.bool)
+    always, begin = always.to(device), begin.to(device)
+    tokens = torch.tensor([list(prompt)] * batch, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(batch)]
     past = None
     with torch.no_grad():

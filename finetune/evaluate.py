@@ -28,14 +28,15 @@ def split_entries(manifest: str | Path, split: str | None) -> list:
 
 def score_model(model: str | Path, entries: list, name: str, compute_type: str = "int8",
                 threads: int = 0, prompt: str | None = None, progress: bool = False,
-                cache_dir: Path | None = None):  # fmt: skip
+                cache_dir: Path | None = None, device: str = "auto"):  # fmt: skip
     """Transcribe `entries` one utterance at a time with the production transcriber; returns
     eval's ModelResult (corpus CER in `.corpus.cer.rate`). With `cache_dir`, transcripts are
     kept there (`CachedTranscriber`): for reference models that every run scores again."""
     from eval.runner import EvalOptions, eval_utterances
     from voice.asr import AsrOptions, Transcriber
 
-    options = AsrOptions(compute_type=compute_type, cpu_threads=threads, initial_prompt=prompt)
+    options = AsrOptions(compute_type=compute_type, cpu_threads=threads, initial_prompt=prompt,
+                         device=device)  # fmt: skip
     transcriber = Transcriber.load(model, options)
     if cache_dir is not None:
         transcriber = CachedTranscriber(transcriber, cache_dir)

@@ -194,8 +194,30 @@ class Trainer:
         self.work = self.out.with_name(f".{self.out.name}.work")
         self.cache_dir = Path(options.cache_dir) if options.cache_dir else self.work / "cache"
         self.timings: dict[str, float] = {}
+        self.device = self.precision = self.ct2_device = ""  # set by `_resolve_device`
 
     # --- setup ------------------------------------------------------------------------------
+
+    def _resolve_device(self) -> None:
+        """Where training (torch) and the CTranslate2 parts (decoder-mode cache, the card's
+        scores) run; `--device cuda` without a GPU fails here, before any data is read."""
+        from voice.device import ct2_device, torch_device, torch_precision
+
+        self.device = torch_device(self.options.device)
+        self.precision = torch_precision(self.device)
+        self.ct2_device = "cpu" if self.device == "cpu" else ct2_device("auto")
+        log.info("training on %s (%s); CTranslate2 on %s", self.device, self.precision,
+                 self.ct2_device)  # fmt: skip
+
+    def _autocast(self):
+        """Mixed precision on a GPU (`self.precision`); nothing on the CPU."""
+        import contextlib
+
+        import torch
+
+        if self.precision in ("", "float32"):
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=getattr(torch, self.precision))
 
     def _prepare(self) -> None:
         import torch
@@ -242,6 +264,7 @@ class Trainer:
         self.manifest_sha = file_sha256(self.manifest)
         self.base_dir = ModelStore().resolve(o.base_model)
         self.model, self.processor = load_ct2_whisper(self.base_dir)
+        self.model.to(self.device or "cpu")
         # trained with the prompt it is decoded with (the card's initial_prompt)
         self.decoder_prompt = decoder_prompt(self.processor.tokenizer, o.initial_prompt)
         self.layers = len(self.model.model.encoder.layers)
@@ -286,11 +309,17 @@ class Trainer:
             return
         bin_stat = (self.base_dir / "model.bin").stat()
         if o.mode == "decoder":
+            from voice.device import ct2_compute_type
+
             compute = {"float16": "float32"}.get(o.quantization, o.quantization)
-            encode = ct2_encoder(self.base_dir, compute, self.threads)
+            device = self.ct2_device or "cpu"
+            compute = ct2_compute_type(device, compute)  # int8 on a GPU: int8_float16
+            encode = ct2_encoder(self.base_dir, compute, self.threads, device)
             key = f"ct2-{compute}"
         else:
-            encode = torch_encoder(self.model, last_layer=self.layers - o.top_layers)
+            encode = torch_encoder(
+                self.model, last_layer=self.layers - o.top_layers, device=self.device or "cpu"
+            )
             key = f"torch-layers{self.layers - o.top_layers}"
         fingerprint = (
             f"{self.base_dir.resolve()}:{bin_stat.st_size}:{bin_stat.st_mtime}:{key}:{o.seed}"
@@ -326,7 +355,7 @@ class Trainer:
             states = torch.from_numpy(raw.astype(np.float32))
             if train and o.mask_time > 0:
                 states = mask_time(states, o.mask_time, np.random.default_rng([o.seed, step]))
-            return states
+            return states.to(self.device or "cpu")
         mels = []
         for k, i in enumerate(indices):
             row = table[int(i)]
@@ -334,7 +363,7 @@ class Trainer:
             if train and o.augment:
                 samples = augment(samples, np.random.default_rng([o.seed, step, k]))
             mels.append(encoder_input(samples, int(row["window"])))
-        return torch.from_numpy(np.stack(mels))
+        return torch.from_numpy(np.stack(mels)).to(self.device or "cpu")
 
     def _encode(self, model, inputs):
         """Encoder outputs of `model` from `_encoder_input`'s tensor."""
@@ -362,16 +391,20 @@ class Trainer:
         o = self.options
         labels = [self.train_table[int(i)]["labels"] for i in indices]
         inputs, targets = collate_labels(labels, self.decoder_prompt)
+        inputs, targets = inputs.to(self.device or "cpu"), targets.to(self.device or "cpu")
         keep = targets != -100
         encoder_input = self._encoder_input(self.train_table, indices, step, train=True)
-        logits = self._logits(self.model, inputs, self._encode(self.model, encoder_input), keep)
+        with self._autocast():
+            states = self._encode(self.model, encoder_input)
+            logits = self._logits(self.model, inputs, states, keep).float()
         loss = F.cross_entropy(logits, targets[keep], label_smoothing=o.label_smoothing)
         if o.kl_weight > 0:
             # KL(base || tuned) on the same inputs: keeps what the base model predicts where
             # the labels do not say otherwise (learning without forgetting)
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 ref_states = self._encode(self.reference, encoder_input)
-                ref = F.log_softmax(self._logits(self.reference, inputs, ref_states, keep), -1)
+                ref_logits = self._logits(self.reference, inputs, ref_states, keep).float()
+            ref = F.log_softmax(ref_logits, -1)
             loss = loss + o.kl_weight * F.kl_div(
                 F.log_softmax(logits, -1), ref, log_target=True, reduction="batchmean"
             )
@@ -394,7 +427,7 @@ class Trainer:
         self.model.eval()
         windows = np.asarray(table["window"])
         hyps = [""] * len(windows)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             for w in sorted(set(windows.tolist())):
                 members = np.flatnonzero(windows == w).tolist()
                 for i in range(0, len(members), 16):
@@ -440,7 +473,7 @@ class Trainer:
             return RunState()
         if not path.is_file():
             raise VoiceError(f"--resume: no checkpoint at {path}")
-        saved = torch.load(path, weights_only=False)
+        saved = torch.load(path, weights_only=False, map_location="cpu")
         if saved["manifest_sha256"] != self.manifest_sha:
             raise VoiceError(f"--resume: {self.manifest} changed since the checkpoint was written")
         if saved["options"]["mode"] != self.options.mode:
@@ -478,6 +511,8 @@ class Trainer:
         if o.l2_base > 0:
             self.start_weights = _trainable_state(self.model)
         optimizer = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay, fused=True)
+        # float16 on a GPU needs loss scaling; off (a pass-through) on the CPU and with bfloat16
+        scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "float16")
         self.work.mkdir(parents=True, exist_ok=True)
         state = self._restore(optimizer)
         start_step = state.step
@@ -511,9 +546,11 @@ class Trainer:
                     group["lr"] = o.lr * _lr_factor(state.step, progress, o.warmup_steps)
                 loss = self._loss(epoch_cache[epoch][k], state.step)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradients
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 state.step += 1
                 value = float(loss.detach())
                 losses.append(value)
@@ -585,7 +622,9 @@ class Trainer:
             return
         params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, value in torch.load(path, weights_only=False)["trainable"].items():
+            for name, value in torch.load(path, weights_only=False, map_location="cpu")[
+                "trainable"
+            ].items():
                 params[name].copy_(value)
 
     # --- export -----------------------------------------------------------------------------
@@ -599,7 +638,7 @@ class Trainer:
         model = self.model
         if o.mode == "lora":
             model = _merge_lora(model)
-        model.eval()
+        model.to("cpu").eval()  # exported from the CPU, wherever it was trained
         stage = staging_dir(self.out)
         start = time.perf_counter()
         convert(model, self.processor, self.base_dir, stage, o.quantization)
@@ -621,6 +660,10 @@ class Trainer:
             "selected_on": f"{self.select_on} dev CER",
             "options": o.to_dict(),
             "quantization": o.quantization,
+            # where it was trained and scored (options.device is what was asked for)
+            "device": self.device,
+            "precision": self.precision,
+            "scored_on": self.ct2_device,
         }
         write_card(stage, card)  # the transcriber reads the window and prompt from it
         start = time.perf_counter()
@@ -669,7 +712,7 @@ class Trainer:
         def run(model, entries, name, prompt=None, label=""):
             cache = transcripts if model == self.base_dir else None
             result = score_model(model, entries, name, compute, self.threads, prompt,
-                                 self.progress, cache)  # fmt: skip
+                                 self.progress, cache, self.ct2_device or "auto")  # fmt: skip
             log.info("%s%s: CER %s on %d utterances", f"{label}, " if label else "", name,
                      cer_of(result), len(entries))  # fmt: skip
             return result
@@ -735,6 +778,7 @@ class Trainer:
     def run(self) -> FinetuneResult:
         from finetune.export import check_target
 
+        self._resolve_device()
         check_target(self.out, self.force)
         t = time.perf_counter()
         self._prepare()

@@ -143,6 +143,7 @@ def test_asr_and_vad_flags_take_their_defaults_from_the_options(monkeypatch):
 
 def test_flag_help_shows_the_dataclass_defaults():
     from voice.asr import AsrOptions
+    from voice.device import CPU_COMPUTE_TYPE, CUDA_COMPUTE_TYPE
     from voice.server.config import ServerConfig
 
     serve = " ".join(voice("serve", "--help").stdout.split())
@@ -150,7 +151,8 @@ def test_flag_help_shows_the_dataclass_defaults():
     assert f"(default {ServerConfig().port})" in serve and "default 1.3" in serve
     transcribe = " ".join(voice("transcribe", "--help").stdout.split())
     assert f"(default: {AsrOptions().beam_size})" in transcribe
-    assert f"(default {AsrOptions().compute_type})" in transcribe
+    assert f"(default: {CPU_COMPUTE_TYPE} on the CPU, {CUDA_COMPUTE_TYPE} on a GPU" in transcribe
+    assert f"(default: {AsrOptions().device})" in transcribe
     assert "(default: webrtc)" in transcribe and "(default: 2)" in transcribe
 
 

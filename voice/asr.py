@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from voice.data.chinese import to_hk
+from voice.device import DEVICES, ct2_compute_type, ct2_device
 from voice.errors import ConfigError, ModelError
 from voice.features import STOCK_WINDOW_SECONDS, encoder_input, encoder_window
 from voice.models import ModelStore, read_card
@@ -61,7 +62,10 @@ class AsrOptions:
 
     language: str = "zh"  # base Whisper has no `yue` token; output is converted to HK characters
     beam_size: int = 1  # greedy; 5 costs ~2x decoding time for a small gain
-    compute_type: str = "int8"  # CTranslate2 compute type on the CPU ("int8", "float32", ...)
+    # CTranslate2 compute type ("int8", "float32", ...); None: int8 on the CPU, float16 on a GPU
+    # (on a GPU int8 becomes int8_float16); one the device cannot run is refused at load
+    compute_type: str | None = None
+    device: str = "auto"  # "auto" (a CUDA GPU if CTranslate2 sees one, else the CPU), "cpu", "cuda"
     cpu_threads: int = 0  # 0: all cores
     window_seconds: int | None = None  # encoder window; None: the model card's, else 30 (stock)
     # text shown to the decoder as previous context; None: the model card's, "": none
@@ -82,6 +86,8 @@ class AsrOptions:
             raise ConfigError("window_seconds must be between 1 and 30")
         if self.beam_size < 1:
             raise ConfigError("beam_size must be at least 1")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r}: expected one of {', '.join(DEVICES)}")
         return self
 
 
@@ -149,11 +155,15 @@ class Transcriber:
         if prompted:
             options = replace(options, initial_prompt=CANTONESE_PROMPT)
         options = options.validate()
+        # the device and compute type actually used, echoed in `transcriber.options`
+        device = ct2_device(options.device)
+        compute_type = ct2_compute_type(device, options.compute_type)
+        options = replace(options, device=device, compute_type=compute_type)
         model_dir = (store or ModelStore()).resolve(model)
         threads = options.cpu_threads or os.cpu_count() or 1
         try:
             wm = WhisperModel(
-                str(model_dir), device="cpu", compute_type=options.compute_type, cpu_threads=threads
+                str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads
             )
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError on bad files
             raise ModelError(

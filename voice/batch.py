@@ -17,6 +17,7 @@ from typing import Any
 
 from voice.asr import AsrOptions, Transcriber, split_prompt_suffix
 from voice.data.manifest import DataError, parse_record
+from voice.device import ct2_compute_type, ct2_device
 from voice.errors import ConfigError, VoiceError
 from voice.files import write_atomic
 from voice.models import ModelStore
@@ -71,7 +72,10 @@ class ModelSpec:
         return Transcriber.load(self.model, self.options, self.store)
 
     def check(self) -> None:
-        """Raise ModelError now if the model is not installed, rather than in every worker."""
+        """Raise ModelError now if the model is not installed, or ConfigError if the device or
+        compute type cannot be had here, rather than in every worker."""
+        device = ct2_device(self.options.device)
+        ct2_compute_type(device, self.options.compute_type)
         self.store.resolve(split_prompt_suffix(self.model)[0])
 
 
@@ -85,6 +89,8 @@ class FileResult:
     seconds: float = 0.0  # audio duration
     model: str = ""  # the transcriber's name: which model wrote these lines
     error: str | None = None
+    device: str = ""  # where it ran ("cpu" or "cuda") and with which CTranslate2 compute type
+    compute_type: str = ""
 
     def lines(self) -> list[dict[str, Any]]:
         """The output lines: each transcript event with the file, then the file's marker."""
@@ -94,7 +100,8 @@ class FileResult:
             ]
         done = {"type": DONE, "file": self.file, "call_id": self.call_id,
                 "utterances": len(self.events), "seconds": self.seconds,
-                "model": self.model}  # fmt: skip
+                "model": self.model, "device": self.device,
+                "compute_type": self.compute_type}  # fmt: skip
         return [*({**event, "file": self.file} for event in self.events), done]
 
     @classmethod
@@ -195,7 +202,9 @@ class FileTranscriber:
         except Exception as exc:  # one bad file (AudioError, or worse) must not stop an archive
             log.debug("%s failed", item.path, exc_info=True)
             return FileResult(item.path, item.call_id, error=str(exc) or type(exc).__name__)
-        return FileResult(item.path, item.call_id, tuple(events), seconds, self.transcriber.name)
+        used = self.transcriber.options
+        return FileResult(item.path, item.call_id, tuple(events), seconds, self.transcriber.name,
+                          device=used.device, compute_type=used.compute_type or "")  # fmt: skip
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         """Ray Data's map_batches entry: columns `path`, `call_id` in; column `result` (each a
@@ -263,7 +272,20 @@ def run_local(items: Sequence[InputFile], spec: ModelSpec, workers: int) -> Iter
 def run_ray(
     items: Sequence[InputFile], spec: ModelSpec, address: str, workers: int, batch_size: int
 ) -> Iterator[FileResult]:
-    """Results from a Ray Data actor pool: each actor holds a model and needs `spec.threads` CPUs.
+    """Results from a Ray Data actor pool of FileTranscribers (see `ray_map`)."""
+    rows = [asdict(item) for item in items]
+    for row in ray_map(rows, FileTranscriber, spec, address, workers, batch_size):
+        yield FileResult.from_dict(json.loads(row["result"]))
+
+
+def ray_map(
+    rows: Sequence[dict[str, Any]], worker: type, spec: ModelSpec, address: str, workers: int,
+    batch_size: int,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """`rows` through a Ray Data actor pool, in completion order: each actor is `worker(spec)`
+    (a model-holding callable taking a numpy batch, as FileTranscriber) and needs `spec.threads`
+    CPUs, and one GPU when the cluster has them and the device allows (`voice eval --ray` maps
+    manifest lines the same way).
 
     `address` "auto": the cluster in RAY_ADDRESS, else one started on this machine with `ray
     start`, else a new local one (Ray's own search); otherwise a cluster address (`host:6379`,
@@ -290,22 +312,32 @@ def run_ray(
     context.enable_progress_bars = False  # ours counts files and audio hours
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        size = workers or max(1, cpus // spec.threads)
-        ds = ray.data.from_items([asdict(item) for item in items])
+        gpus = _ray_gpus(spec.options.device, int(ray.cluster_resources().get("GPU", 0)))
+        size = workers or max(1, min(cpus // spec.threads, gpus or cpus))
+        ds = ray.data.from_items(list(rows))
         ds = ds.map_batches(
-            FileTranscriber,
+            worker,
             fn_constructor_kwargs={"spec": spec},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=size),  # `concurrency=` is deprecated
             num_cpus=spec.threads,
+            num_gpus=1 if gpus else None,  # an actor without a GPU reserved sees none
         )
-        for row in ds.iter_rows():
-            yield FileResult.from_dict(json.loads(row["result"]))
+        yield from ds.iter_rows()
     finally:
         context.enable_progress_bars = bars
         if started_here:
             ray.shutdown()
+
+
+def _ray_gpus(device: str, cluster_gpus: int) -> int:
+    """GPUs the actor pool uses: one per actor when the cluster has them and --device allows."""
+    if device == "cpu":
+        return 0
+    if device == "cuda" and not cluster_gpus:
+        raise ConfigError("--device cuda: the Ray cluster has no GPUs; use --device cpu or auto")
+    return cluster_gpus
 
 
 # --- the output ---------------------------------------------------------------------------------
@@ -483,5 +515,6 @@ __all__ = [
     "manifest_inputs",
     "run_batch",
     "run_local",
+    "ray_map",
     "run_ray",
 ]

@@ -76,6 +76,7 @@ def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> Non
     """Model, VAD and decoding options shared by every command that transcribes. Their defaults
     are AsrOptions()'s and VadOptions()'s."""
     from voice.asr import AsrOptions
+    from voice.device import CPU_COMPUTE_TYPE, CUDA_COMPUTE_TYPE, DEVICES
     from voice.vad import BACKENDS, VadOptions
 
     asr, vad = AsrOptions(), VadOptions()
@@ -92,7 +93,12 @@ def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> Non
                help="1 = greedy (fastest); 5 costs ~2x decoding time for a small gain")  # fmt: skip
     add_option(p, "--window", asr, "window_seconds", type=int, metavar="SECONDS",
                help="encoder window (default: the model's)")  # fmt: skip
-    add_option(p, "--compute-type", asr, help="CTranslate2 compute type (default %(default)s)")
+    add_option(p, "--device", asr, choices=DEVICES,
+               help="where the model runs: auto takes a CUDA GPU when CTranslate2 sees one, "
+               "else the CPU")  # fmt: skip
+    add_option(p, "--compute-type", asr,
+               help=f"CTranslate2 compute type (default: {CPU_COMPUTE_TYPE} on the CPU, "
+               f"{CUDA_COMPUTE_TYPE} on a GPU, where int8 means int8_float16)")  # fmt: skip
     p.add_argument(
         "--hotwords", default=",".join(asr.hotwords),
         help="comma-separated domain terms shown to the decoder",
@@ -133,6 +139,7 @@ def asr_settings_from_args(args: argparse.Namespace):
         beam_size=args.beam_size,
         window_seconds=args.window,
         compute_type=args.compute_type,
+        device=args.device,
         initial_prompt=NAMED_PROMPTS.get(prompt, prompt),  # None: the model card's
         hotwords=tuple(w.strip() for w in args.hotwords.split(",") if w.strip()),
     )
