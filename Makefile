@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium and CJK fonts: the console's browser tests (tests/test_console_browser.py)
-APT_PACKAGES := espeak-ng sox libsox-fmt-all chromium fonts-noto-cjk
+APT_PACKAGES := espeak-ng sox libsox-fmt-all chromium fonts-noto-cjk postgresql
 CALLS ?= 500
 MODEL ?= base  # make loadtest MODEL=yue-base-synth
 REAL_DATA := recordings/generated/hbl-yue.jsonl recordings/generated/hkcancor.jsonl
@@ -18,6 +18,7 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@missing=""; for cmd in espeak-ng sox; do command -v $$cmd >/dev/null || missing=1; done; \
 	test -x /usr/bin/chromium || missing=1; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \

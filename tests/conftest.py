@@ -111,3 +111,52 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server from Debian's `postgresql` package, in a temporary directory and
+    listening only on a unix socket there (no TCP); yields a function that creates a fresh
+    database and returns its URL. Stopped at the end of the session."""
+    import shutil
+    import subprocess
+    import tempfile
+    import uuid
+
+    initdbs = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+    )
+    if not initdbs:
+        pytest.fail("PostgreSQL is not installed: `make system-deps` installs Debian's postgresql")
+    bindir = initdbs[-1].parent
+    # Not under pytest's temporary folder, which only its owner may enter: initdb refuses to run
+    # as root, so there the server runs as Debian's postgres user, who must reach the socket.
+    root = Path(tempfile.mkdtemp(prefix="voice-pg-"))
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    data = root / "data"
+
+    def run(*cmd) -> None:
+        subprocess.run([*as_user, *map(str, cmd)], check=True, capture_output=True, timeout=120)
+
+    run(bindir / "initdb", "-D", data, "-U", "voice", "--auth=trust", "-E", "UTF8",
+        "--locale=C.UTF-8")  # fmt: skip
+    options = f"-c listen_addresses='' -c unix_socket_directories='{root}' -c fsync=off"
+    run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", root / "server.log", "-w", "start")
+    admin = f"postgresql://voice@/postgres?host={root}"
+    try:
+        import psycopg
+
+        def new_database() -> str:
+            name = "voice_" + uuid.uuid4().hex[:10]
+            with psycopg.connect(admin, autocommit=True) as db:
+                db.execute(f"CREATE DATABASE {name}")
+            return f"postgresql://voice@/{name}?host={root}"
+
+        new_database.bindir = bindir
+        new_database.root = root
+        yield new_database
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -283,6 +283,21 @@ class TicketCommentEvent(Event):
     body: str
 
 
+@dataclass(frozen=True)
+class MessageEvent(Event):
+    """What a customer wrote on a text channel (web chat, WhatsApp, WeChat): the text
+    conversation's counterpart of a transcript; `start`/`end` are seconds from its start."""
+
+    type: ClassVar[str] = "message"
+    channel: str  # web | whatsapp | wechat
+    text: str
+    customer_id: str
+    language: str = YUE  # BCP 47: the conversation's language after this message
+    message_id: str = ""  # the channel's own id (WhatsApp's wamid), if any
+    start: float = 0.0
+    end: float = 0.0
+
+
 __all__ = [
     "SAMPLE_RATE",
     "YUE",
@@ -308,4 +323,5 @@ __all__ = [
     "ReferralBreachedEvent",
     "ReferralAckedEvent",
     "TicketCommentEvent",
+    "MessageEvent",
 ]

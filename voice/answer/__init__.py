@@ -21,6 +21,7 @@ _EXPORTS = {
     "SearchIndex": "search",
     "Hit": "search",
     "Sentiment": "sentiment",
+    "CustomerContext": "context",
     "Customer": "crm",
     "CustomerProvider": "crm",
     "Order": "crm",
@@ -28,6 +29,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from voice.answer.context import CustomerContext
     from voice.answer.crm import Customer, CustomerProvider, Order, SqliteCustomerProvider
     from voice.answer.engine import Answer, AnswerEngine, AnswerOptions, AnswerSession, Suggestion
     from voice.answer.kb import SAMPLE_KB, Entry, KBError, KnowledgeBase, load_kb
@@ -57,6 +59,7 @@ __all__ = [
     "SearchIndex",
     "Hit",
     "Sentiment",
+    "CustomerContext",
     "Customer",
     "CustomerProvider",
     "Order",

@@ -201,16 +201,14 @@ def run_suggest(args: argparse.Namespace) -> int:
     from voice.errors import ConfigError
     from voice.files import write_atomic
     from voice.quality import mining
-    from voice.server.store import Store
+    from voice.server.store import open_existing
 
     start, end = mining.period(args.first, args.last)  # bad dates refused before the store opens
     if args.min_count < 1:
         raise ConfigError(f"--min-count {args.min_count}: must be at least 1")
     if not 0 < args.threshold <= 1:
         raise ConfigError(f"--threshold {args.threshold}: must be above 0 and at most 1")
-    if not Path(args.db).is_file():
-        raise ConfigError(f"--db {args.db}: no such call store (voice serve --db writes one)")
-    store = Store(args.db)
+    store = open_existing(args.db)
     try:
         turns = mining.unresolved_in(store.db, start, end)
     finally:

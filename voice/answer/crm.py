@@ -13,7 +13,8 @@ SQLite schema (``sample_crm.sql`` beside the sample KB creates it with demo rows
         preferred_language TEXT DEFAULT 'yue-Hant-HK',  -- BCP 47, 'yue-Hant-HK' or 'en' (the
                                                         -- session starts in it; 'zh-Hant' read as
                                                         -- 'yue-Hant-HK')
-        phone              TEXT DEFAULT ''
+        phone              TEXT DEFAULT ''      -- e.g. "91234567" or "+852 9123 4567": found by
+                                                -- caller number (`by_phone`) with or without 852
     );
     CREATE TABLE orders (
         id          TEXT PRIMARY KEY,           -- as printed and spoken: "85321", "A12345"
@@ -176,12 +177,47 @@ class SqliteCustomerProvider:
             orders=tuple(self._order(o) for o in orders),
         )
 
+    def by_phone(self, phone: str) -> Customer | None:
+        """The customer whose phone is `phone` (a caller number or WhatsApp id: spaces, dashes,
+        `+` and Hong Kong's 852 ignored), or None; with several, the lowest id."""
+        wanted = phone_keys(phone)
+        if not wanted:
+            return None
+        marks = ", ".join("?" * len(wanted))
+        digits = "replace(replace(replace(replace(phone, ' ', ''), '-', ''), '+', ''), '.', '')"
+        row = self._db.execute(
+            f"SELECT id FROM customers WHERE {digits} IN ({marks}) ORDER BY id LIMIT 1", wanted
+        ).fetchone()
+        return None if row is None else self.customer(row["id"])
+
     def order(self, order_id: str) -> Order | None:
         row = self._db.execute(
             "SELECT * FROM orders WHERE upper(replace(id, ' ', '')) = ?",
             (order_id.replace(" ", "").upper(),),
         ).fetchone()
         return None if row is None else self._order(row)
+
+
+HK_COUNTRY_CODE = "852"
+
+
+def phone_keys(phone: str) -> tuple[str, ...]:
+    """The digit strings a phone number may be stored as: as given, and without Hong Kong's
+    country code (+852 9123 4567, 85291234567 and 91234567 are one number)."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if not digits:
+        return ()
+    if digits.startswith(HK_COUNTRY_CODE) and len(digits) == len(HK_COUNTRY_CODE) + 8:
+        return (digits, digits[len(HK_COUNTRY_CODE) :])
+    if len(digits) == 8:
+        return (digits, HK_COUNTRY_CODE + digits)
+    return (digits,)
+
+
+def customer_by_phone(crm: CustomerProvider | None, phone: str | None) -> Customer | None:
+    """The CRM's customer with this phone number, if the provider can look numbers up."""
+    lookup = getattr(crm, "by_phone", None)
+    return lookup(phone) if lookup is not None and phone else None
 
 
 def create_sample_db(path: str | Path) -> Path:
@@ -203,6 +239,8 @@ __all__ = [
     "Customer",
     "CustomerProvider",
     "SqliteCustomerProvider",
+    "customer_by_phone",
+    "phone_keys",
     "create_sample_db",
     "ORDER_STATUS",
     "SAMPLE_CRM_SQL",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from voice.answer.context import CustomerContext, Topic, is_back_reference
 from voice.answer.crm import Customer, CustomerProvider, Order
 from voice.answer.embed import DEFAULT_CACHE, SentenceEncoder
 from voice.answer.kb import Entry, KnowledgeBase, load_kb
@@ -160,11 +162,19 @@ def _fill(template: str, slots: dict[str, str]) -> str:
 
 
 class AnswerSession:
-    """One call: remembers the language, unresolved turns, tone and the order being discussed."""
+    """One call: remembers the language, unresolved turns, tone and the order being discussed.
 
-    def __init__(self, engine: AnswerEngine, call_id: str = "call", customer_id: str | None = None):
+    `context`: what the customer's earlier conversations left (voice.answer.context), so the
+    language, the unresolved run, the order and the last topics carry over; `channel` is where
+    this one takes place (a call's protocol, web, whatsapp, wechat), kept with its topics.
+    """
+
+    def __init__(self, engine: AnswerEngine, call_id: str = "call", customer_id: str | None = None,
+                 context: CustomerContext | None = None, channel: str = ""):  # fmt: skip
         self.engine = engine
         self.call_id = call_id
+        self.customer_id = customer_id
+        self.channel = channel
         self.customer: Customer | None = None
         if customer_id is not None and engine.crm is not None:
             self.customer = engine.crm.customer(customer_id)
@@ -186,6 +196,31 @@ class AnswerSession:
         self._level = 0  # the previous turn's agitation level, so one upset run alerts once
         self.voice = AgitationTracker()  # the caller's own pitch and loudness, turn by turn
         self._awaiting_order: Hit | None = None  # an entry that asked for the order number
+        self._topics: tuple[Topic, ...] = ()  # what this customer asked about, newest last
+        if context is not None:
+            self.resume(context)
+
+    def resume(self, context: CustomerContext) -> None:
+        """Carry over what the customer's earlier conversations left: language, unresolved run,
+        order and topics (the tone and the voice start afresh with each conversation)."""
+        if context.language in REPLY_LANGUAGES:
+            self.language = context.language
+        self.unresolved = max(0, context.unresolved)
+        crm = self.engine.crm
+        if context.order_id and crm is not None:
+            self.order = crm.order(context.order_id) or self.order
+        self._topics = context.topics
+
+    def context(self, now: float | None = None) -> CustomerContext:
+        """The state to carry over to the customer's next conversation."""
+        return CustomerContext(
+            customer_id=self.customer_id or "",
+            language=self.language,
+            unresolved=self.unresolved,
+            order_id=self.order.id if self.order else None,
+            topics=self._topics,
+            updated_at=time.time() if now is None else now,
+        )
 
     # -- one turn ---------------------------------------------------------------------------
     def answer(
@@ -204,6 +239,10 @@ class AnswerSession:
         self.language = detect_language(text, self.language, options)
         hits = self.engine.index.search(self._strip_triggers(text), options.top_k)
         resolved = bool(hits) and hits[0].score >= options.threshold
+        referred = None if resolved else self._referred(text)
+        if referred is not None:  # "我頭先問過": the earlier question, as resolved as it was then
+            hit, resolved = referred
+            hits = [hit, *(h for h in hits if h.entry.id != hit.entry.id)][: options.top_k]
         spoken_order = extract_order_id(text)
         order, missing = self._find_order(spoken_order)
         if not resolved and spoken_order and self._awaiting_order is not None:
@@ -212,8 +251,12 @@ class AnswerSession:
         if resolved and order is None and _needs_order(self._template(hits[0].entry)):
             self._awaiting_order = hits[0]
         suggestions = tuple(
-            self._suggest(h, order, missing) for h in hits if h.score >= options.min_score
+            self._suggest(h, order, missing)
+            for h in hits
+            if h.score >= options.min_score or (referred is not None and h is referred[0])
         )
+        if referred is None and hits and hits[0].score >= options.min_score:
+            self._remember(text, hits[0], resolved)
         voice = None if audio is None else self.voice.push(audio, sample_rate).score
         sentiment = detect(text, tuple(self._history), self._tone).with_voice(
             voice, options.sentiment_threshold
@@ -243,6 +286,22 @@ class AnswerSession:
             order_id=order.id if order else spoken_order,
             reply=reply,
         )
+
+    def _referred(self, text: str) -> tuple[Hit, bool] | None:
+        """For a back-reference with no topic of its own: the topic it means, as a hit, and
+        whether that topic was resolved when asked; None otherwise."""
+        if not self._topics or not is_back_reference(text):
+            return None
+        topic = CustomerContext("", topics=self._topics).referred_topic()
+        entry = self.engine.kb.by_id.get(topic.entry_id) if topic else None
+        if topic is None or entry is None:  # the entry left the KB since
+            return None
+        return Hit(entry, topic.score, {"context": 1.0}), topic.resolved
+
+    def _remember(self, text: str, hit: Hit, resolved: bool) -> None:
+        topic = Topic(hit.entry.id, hit.entry.category, text, hit.score, resolved, self.channel,
+                      self.call_id, time.time())  # fmt: skip
+        self._topics = CustomerContext("", topics=self._topics).with_topic(topic).topics
 
     def _strip_triggers(self, text: str) -> str:
         """The utterance without language-switch phrases, which say nothing about the topic."""
@@ -455,8 +514,9 @@ class AnswerEngine:
     def search(self, text: str, top_k: int | None = None) -> list[Hit]:
         return self.index.search(text, top_k or self.options.top_k)
 
-    def session(self, call_id: str = "call", customer_id: str | None = None) -> AnswerSession:
-        return AnswerSession(self, call_id, customer_id)
+    def session(self, call_id: str = "call", customer_id: str | None = None,
+                context: CustomerContext | None = None, channel: str = "") -> AnswerSession:  # fmt: skip
+        return AnswerSession(self, call_id, customer_id, context, channel)
 
     def answer(self, text: str, customer_id: str | None = None) -> Answer:
         """Answer one utterance in a fresh session."""

@@ -131,12 +131,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_export_corrections(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from voice.errors import ConfigError
     from voice.quality.export import export_corrections
     from voice.server.analytics import day_period, parse_day
-    from voice.server.store import Store
+    from voice.server.store import open_existing
 
     since = until = None  # every correction unless a day is given
     if args.first:
@@ -145,9 +142,7 @@ def run_export_corrections(args: argparse.Namespace) -> int:
     if args.last:
         last = parse_day(args.last, "--to")
         until = day_period(last, last)[1]
-    if not Path(args.db).is_file():
-        raise ConfigError(f"--db {args.db}: no such call store (voice serve --db writes one)")
-    store = Store(args.db)
+    store = open_existing(args.db)
     try:
         summary = export_corrections(store.db, args.record_dir, args.out, since, until,
                                      args.force)  # fmt: skip

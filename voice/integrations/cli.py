@@ -66,9 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _store(path: str):
+    from voice.server.db import is_url
     from voice.server.store import Store
 
-    if not Path(path).exists():
+    if not is_url(path) and not Path(path).exists():
         raise ConfigError(f"{path}: no call store there (pass --db, the file `voice serve` uses)")
     return Store(path)
 
@@ -76,10 +77,11 @@ def _store(path: str):
 def run_list(args: argparse.Namespace) -> int:
     from voice.integrations.config import ZENDESK, load
     from voice.integrations.outbox import Outbox
+    from voice.server.db import is_url
 
     config = load(args.integrations)
     counts, disabled = {}, {}
-    if Path(args.db).exists():
+    if Path(args.db).exists() or is_url(args.db):
         store = _store(args.db)
         counts, disabled = Outbox.counts(store.db), Outbox.disabled(store.db)
         store.close()
@@ -134,10 +136,11 @@ def run_deliveries(args: argparse.Namespace) -> int:
 
 def run_retry(args: argparse.Namespace) -> int:
     from voice.integrations.outbox import Outbox
+    from voice.server.db import masked
 
     target = _transact(args.db, Outbox.retry, args.id)
     if target is None:
-        raise ConfigError(f"no delivery {args.id} in {args.db} (see `voice integrations "
+        raise ConfigError(f"no delivery {args.id} in {masked(args.db)} (see `voice integrations "
                           "deliveries`)")  # fmt: skip
     print(f"delivery {args.id} to {target} queued again")
     return 0

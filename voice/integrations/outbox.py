@@ -110,14 +110,14 @@ class Outbox:
 
     @staticmethod
     def queue(db: sqlite3.Connection, event_id: str, target: str, call_id: str | None, ts: float,
-              payload: dict[str, Any] | None = None) -> None:  # fmt: skip
-        """A pending delivery of an event to a target, due now."""
-        db.execute(
+              payload: dict[str, Any] | None = None) -> int:  # fmt: skip
+        """A pending delivery of an event to a target, due now; returns the delivery's id."""
+        return db.execute(
             "INSERT INTO outbox_deliveries (event_id, target, call_id, status, next_at, "
-            "created_at, updated_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+            "created_at, updated_at, payload) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id",
             (event_id, target, call_id, ts, ts, ts,
              None if payload is None else json.dumps(payload, ensure_ascii=False)),
-        )  # fmt: skip
+        ).fetchone()[0]  # fmt: skip
 
     def translate(self, db: sqlite3.Connection, call_id: str,
                   data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
@@ -162,7 +162,7 @@ class Outbox:
             "d.payload FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id "
             "WHERE d.status='pending' AND d.next_at <= ? AND NOT EXISTS ("
             "  SELECT 1 FROM outbox_deliveries p WHERE p.status='pending' AND p.target=d.target "
-            "  AND p.call_id IS d.call_id AND d.call_id IS NOT NULL AND p.id < d.id) "
+            "  AND p.call_id = d.call_id AND d.call_id IS NOT NULL AND p.id < d.id) "
             "ORDER BY d.next_at, d.id LIMIT ?",
             (now, limit + len(exclude)),
         ).fetchall()

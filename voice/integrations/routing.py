@@ -121,8 +121,10 @@ def claim_breaches(db: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
         "AND breached_at IS NULL ORDER BY deadline",
         (now,),
     ).fetchall()
-    db.executemany("UPDATE referrals SET breached_at=? WHERE id=?", [(now, r[0]) for r in rows])
-    return [_row(r) for r in rows]
+    # Only those this transaction marks: a server sharing the store may have claimed some first.
+    return [_row(r) for r in rows if db.execute(
+        "UPDATE referrals SET breached_at=? WHERE id=? AND breached_at IS NULL", (now, r[0]),
+    ).rowcount == 1]  # fmt: skip
 
 
 class Router:
@@ -197,8 +199,9 @@ class Referrals(Router):
         kind = data.get("type")
         if kind == ReferralEvent.type:
             db.execute(
-                "INSERT OR IGNORE INTO referrals (id, call_id, department, category, outcome, "
-                "sla_minutes, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO referrals (id, call_id, department, category, outcome, "
+                "sla_minutes, created_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (data["referral_id"], call_id, data["department"], data["category"],
                  data["outcome"], data["sla_minutes"], ts, data["deadline"]),
             )  # fmt: skip

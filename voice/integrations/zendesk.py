@@ -119,8 +119,8 @@ class ZendeskSync:
         if data.get("type") == "ticket_comment":
             # Stored with the event in one transaction: the webhook route's durable deduplication.
             db.execute(
-                "INSERT OR IGNORE INTO zendesk_comments (comment_id, call_id, ticket_id, seq, "
-                "received_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO zendesk_comments (comment_id, call_id, ticket_id, seq, "
+                "received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (data.get("comment_id"), call_id, data.get("ticket_id"), data.get("seq"), ts),
             )
         for event_type, event_id in published:
@@ -160,8 +160,7 @@ class ZendeskSync:
         # The body is frozen as text: every retry sends these exact bytes with this key.
         payload = {"op": "create", "idempotency_key": key,
                    "body": json.dumps({"ticket": ticket}, ensure_ascii=False)}  # fmt: skip
-        Outbox.queue(db, event_id, ZENDESK, call_id, ts, payload)
-        delivery_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        delivery_id = Outbox.queue(db, event_id, ZENDESK, call_id, ts, payload)
         db.execute(
             "INSERT INTO zendesk_tickets (call_id, create_delivery, trigger, idempotency_key, "
             "through_seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -255,12 +254,16 @@ def _created(call_id: str | None, ticket_id: int,
     def store(db: sqlite3.Connection) -> None:
         db.execute("UPDATE zendesk_tickets SET ticket_id=?, submitter_id=? WHERE call_id=?",
                    (ticket_id, submitter_id, call_id))  # fmt: skip
-        db.execute(
-            "UPDATE outbox_deliveries SET payload=json_set(payload, '$.ticket_id', ?) "
-            "WHERE target=? AND call_id=? AND json_extract(payload, '$.op')='comment' "
-            "AND json_extract(payload, '$.ticket_id') IS NULL",
-            (ticket_id, ZENDESK, call_id),
-        )
+        queued = db.execute(  # in Python, not json_set: the same on SQLite and PostgreSQL
+            "SELECT id, payload FROM outbox_deliveries WHERE target=? AND call_id=? "
+            "AND payload IS NOT NULL", (ZENDESK, call_id),
+        ).fetchall()  # fmt: skip
+        for delivery_id, payload in queued:
+            comment = json.loads(payload)
+            if comment.get("op") == "comment" and comment.get("ticket_id") is None:
+                comment["ticket_id"] = ticket_id
+                db.execute("UPDATE outbox_deliveries SET payload=? WHERE id=?",
+                           (json.dumps(comment, ensure_ascii=False), delivery_id))  # fmt: skip
 
     return store
 
@@ -517,8 +520,8 @@ def remember_invocation(db: sqlite3.Connection, invocation_id: str, outcome: str
                         now: float | None = None) -> None:  # fmt: skip
     """Record a handled invocation (and forget those older than INVOCATIONS_KEPT_S)."""
     now = time.time() if now is None else now
-    db.execute("INSERT OR IGNORE INTO zendesk_invocations (id, received_at, outcome) "
-               "VALUES (?, ?, ?)", (invocation_id, now, outcome))  # fmt: skip
+    db.execute("INSERT INTO zendesk_invocations (id, received_at, outcome) "
+               "VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (invocation_id, now, outcome))  # fmt: skip
     db.execute("DELETE FROM zendesk_invocations WHERE received_at < ?", (now - INVOCATIONS_KEPT_S,))
 
 

@@ -103,6 +103,7 @@ def register_sample(actions: Actions) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     from voice.quality import sampling
+    from voice.server.db import masked
 
     options = sampling.SampleOptions(
         date_from=args.date_from, date_to=args.date_to, percent=args.percent,
@@ -125,7 +126,7 @@ def run_sample(args: argparse.Namespace) -> int:
           f"({p['percent']:g}% per stratum, at least {p['min_per_stratum']}; seed {p['seed']}), "
           f"calls started {p['from']} to {p['to']} HKT")  # fmt: skip
     _print_strata(job.strata)
-    print(f"show it again: voice audit show {job.id} --db {shlex.quote(db_path(args))}")
+    print(f"show it again: voice audit show {job.id} --db {shlex.quote(masked(db_path(args)))}")
     return 0
 
 
@@ -182,13 +183,14 @@ def register_show(actions: Actions) -> None:
 def run_show(args: argparse.Namespace) -> int:
     from voice.quality import sampling
     from voice.server.analytics import iso_hk
+    from voice.server.db import masked
 
     path = db_path(args)
     store = sampling.open_store(path)
     try:
         job = sampling.job(store.db, args.job_id)
         if job is None:
-            raise ConfigError(f"JOB_ID {args.job_id!r}: no such job in {path} "
+            raise ConfigError(f"JOB_ID {args.job_id!r}: no such job in {masked(path)} "
                               "(voice audit jobs lists them)")  # fmt: skip
         calls = sampling.sampled_calls(store.db, job)
         check = sampling.redraw(store.db, job)

@@ -15,7 +15,7 @@ from typing import Any
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS corrections (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    start REAL NOT NULL, end REAL NOT NULL, original TEXT NOT NULL, text TEXT NOT NULL,
+    start REAL NOT NULL, "end" REAL NOT NULL, original TEXT NOT NULL, text TEXT NOT NULL,
     reviewer TEXT NOT NULL, created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS corrections_by_call ON corrections (call_id, seq, id);
@@ -44,7 +44,7 @@ class Correction:
         return dict(self.__dict__)
 
 
-COLUMNS = "id, call_id, seq, start, end, original, text, reviewer, created_at"
+COLUMNS = 'id, call_id, seq, start, "end", original, text, reviewer, created_at'  # end: reserved
 
 
 def create(db: sqlite3.Connection) -> None:
@@ -69,13 +69,13 @@ def add(db: sqlite3.Connection, call_id: str, seq: Any, text: Any, reviewer: str
     if row is None or row[0] != "transcript":
         raise CorrectionError(f"seq: call {call_id} has no transcript with seq {seq}")
     event = json.loads(row[1])
-    cursor = db.execute(
-        "INSERT INTO corrections (call_id, seq, start, end, original, text, reviewer, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    correction_id = db.execute(
+        f"INSERT INTO corrections ({COLUMNS.removeprefix('id, ')}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (call_id, seq, float(event["start"]), float(event["end"]), event.get("text") or "",
          text, reviewer, now),
-    )  # fmt: skip
-    return Correction(cursor.lastrowid, call_id, seq, float(event["start"]), float(event["end"]),
+    ).fetchone()[0]  # fmt: skip
+    return Correction(correction_id, call_id, seq, float(event["start"]), float(event["end"]),
                       event.get("text") or "", text, reviewer, now)  # fmt: skip
 
 

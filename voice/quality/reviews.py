@@ -244,15 +244,15 @@ def add(db: sqlite3.Connection, rubric: Rubric, call_id: str, reviewer: str, rol
     if len(comment) > MAX_COMMENT:
         raise ReviewError(f"comment: at most {MAX_COMMENT} characters")
     try:
-        cursor = db.execute(
+        review_id = db.execute(
             "INSERT INTO reviews (call_id, reviewer, role, rubric_version, scores, comment, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (call_id, reviewer, role, rubric.version, json.dumps(checked, ensure_ascii=False),
              comment, now),
-        )  # fmt: skip
-    except sqlite3.IntegrityError:
+        ).fetchone()[0]  # fmt: skip
+    except getattr(db, "IntegrityError", sqlite3.IntegrityError):  # the store's driver's
         raise AlreadyReviewed(f"{reviewer} has already reviewed call {call_id}") from None
-    return Review(cursor.lastrowid, call_id, reviewer, role, rubric.version, checked, comment, now)
+    return Review(review_id, call_id, reviewer, role, rubric.version, checked, comment, now)
 
 
 def of_call(db: sqlite3.Connection, call_id: str) -> list[Review]:
@@ -363,6 +363,8 @@ def _empty_calibration(rubric: Rubric, job_id: str | None) -> dict:
 def _has_audit_tables(db: sqlite3.Connection) -> bool:
     """Do voice.quality.sampling's tables exist? Not until a first `voice audit sample` (or the
     store creates them): until then no call is sampled and there are no jobs."""
+    if hasattr(db, "has_table"):  # the store's connection, SQLite or PostgreSQL
+        return db.has_table("audit_jobs") and db.has_table("audit_samples")
     return db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' "
                       "AND name IN ('audit_jobs', 'audit_samples')").fetchone()[0] == 2  # fmt: skip
 
@@ -429,7 +431,10 @@ def job(db: sqlite3.Connection, job_id: str, reviewer: str) -> dict[str, Any] | 
         ]
         calls.append({"call_id": call_id, "stratum": stratum, "agent": agent,
                       "started_at": started, "ended_at": ended,
-                      "status": status or "expired", "recording_seconds": seconds,
+                      "status": status or "expired",
+                      # PostgreSQL's json_extract gives text: the number SQLite gives
+                      "recording_seconds": json.loads(seconds) if isinstance(seconds, str)
+                      else seconds,
                       "corrected_lines": corrected, "reviews": len(reviewers),
                       "reviewers": reviewers, "reviewed_by_me": reviewer in reviewers})  # fmt: skip
     return {**found[0], "calls": calls}

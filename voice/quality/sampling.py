@@ -252,11 +252,9 @@ def population_digest(strata: dict[str, list[str]]) -> str:
 def open_store(path: str | Path) -> Store:
     """The call store at `path` (which must exist: a new one has nothing to audit) with the audit
     tables."""
-    from voice.server.store import Store
+    from voice.server.store import open_existing
 
-    if not Path(path).is_file():
-        raise ConfigError(f"--db {path}: no such call store (voice serve --db writes one)")
-    return Store(path)  # which creates the audit tables
+    return open_existing(path)  # which creates the audit tables
 
 
 def create(db: sqlite3.Connection) -> None:

@@ -87,14 +87,24 @@ SUMMED = ("utterances", "suggestions", "resolved", "night_suggestions", "night_r
 HOUR_SQL = "CAST(({row}started_at + 28800) / 3600 AS INTEGER)"  # hk_hour(): started_at > 0
 MS10_SQL = "CAST({row}first_response_ms / 10 AS INTEGER)"  # a first response's 10 ms slot
 MS10 = MS10_SQL.format(row="")  # as the index has it: the percentiles' lookup must match it
+# The same on PostgreSQL, whose CAST rounds where SQLite's truncates (both values are positive).
+PG_HOUR_SQL = "CAST(trunc(({row}started_at + 28800) / 3600) AS BIGINT)"
+PG_MS10_SQL = "CAST(trunc({row}first_response_ms / 10) AS BIGINT)"
+PG_MS10 = PG_MS10_SQL.format(row="")
 
 
-def _fold_sql(row: str, sign: str) -> str:
+def _ms10(db: Any) -> str:
+    """The 10 ms slot expression of `db`'s dialect (the one its index was made with)."""
+    return PG_MS10 if getattr(db, "postgresql", False) else MS10
+
+
+def _fold_sql(row: str, sign: str, postgresql: bool = False) -> str:
     """Statements adding (sign "+") or removing ("-") the analytics_calls row `row` (NEW/OLD)
     to or from its hour's sums and response count; empty rows are deleted."""
-    hour, ms10 = HOUR_SQL.format(row=row + "."), MS10_SQL.format(row=row + ".")
+    hour_sql, ms10_sql = (PG_HOUR_SQL, PG_MS10_SQL) if postgresql else (HOUR_SQL, MS10_SQL)
+    hour, ms10 = hour_sql.format(row=row + "."), ms10_sql.format(row=row + ".")
     sums = ", ".join(f"{c} = {c} {sign} {row}.{c}" for c in SUMMED)
-    scored = f"({row}.sentiment_delta IS NOT NULL)"
+    scored = f"(CASE WHEN {row}.sentiment_delta IS NULL THEN 0 ELSE 1 END)"
     return f"""
     INSERT INTO analytics_call_hours (hk_hour) VALUES ({hour}) ON CONFLICT DO NOTHING;
     UPDATE analytics_call_hours SET calls = calls {sign} 1, {sums},
@@ -103,10 +113,11 @@ def _fold_sql(row: str, sign: str) -> str:
     DELETE FROM analytics_call_hours WHERE hk_hour = {hour} AND calls <= 0;
     INSERT INTO analytics_response_hours (hk_hour, ms10, n)
         SELECT {hour}, {ms10}, {sign}1 WHERE {row}.first_response_ms IS NOT NULL
-        ON CONFLICT DO UPDATE SET n = n {sign} 1;
+        ON CONFLICT (hk_hour, ms10) DO UPDATE SET n = analytics_response_hours.n {sign} 1;
     DELETE FROM analytics_response_hours WHERE hk_hour = {hour} AND ms10 = {ms10} AND n <= 0;"""
 
 
+TABLES_SQL = SCHEMA  # the tables and plain indexes, in the SQL both databases take
 SCHEMA += f"""
 CREATE INDEX IF NOT EXISTS analytics_calls_ms10 ON analytics_calls ({MS10}, started_at);
 CREATE TRIGGER IF NOT EXISTS analytics_calls_in AFTER INSERT ON analytics_calls BEGIN
@@ -120,6 +131,34 @@ CREATE TRIGGER IF NOT EXISTS analytics_calls_change AFTER UPDATE ON analytics_ca
 {_fold_sql("NEW", "+")}
 END;
 """
+
+# PostgreSQL: the same index and the triggers' statements in one PL/pgSQL trigger function.
+PG_SCHEMA = (
+    TABLES_SQL,
+    f"CREATE INDEX IF NOT EXISTS analytics_calls_ms10 ON analytics_calls (({PG_MS10}), started_at)",
+    f"""CREATE OR REPLACE FUNCTION analytics_calls_fold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN {_fold_sql("OLD", "-", postgresql=True)}
+    END IF;
+    IF TG_OP <> 'DELETE' THEN {_fold_sql("NEW", "+", postgresql=True)}
+    END IF;
+    RETURN NULL;
+END $$""",
+    "DROP TRIGGER IF EXISTS analytics_calls_fold ON analytics_calls",
+    "CREATE TRIGGER analytics_calls_fold AFTER INSERT OR UPDATE OR DELETE ON analytics_calls "
+    "FOR EACH ROW EXECUTE FUNCTION analytics_calls_fold()",
+)
+
+
+def create(db: Any) -> None:
+    """Create the rollup tables, their index and the triggers keeping the hourly sums."""
+    if getattr(db, "postgresql", False):
+        db.executescript(PG_SCHEMA[0])
+        for statement in PG_SCHEMA[1:]:
+            db.execute(statement)
+    else:
+        db.executescript(SCHEMA)
+
 
 KPI_DEFINITIONS: dict[str, str] = {
     "calls": "Calls started in the period.",
@@ -280,7 +319,7 @@ def record(db: sqlite3.Connection, call_id: str, seq: int, data: dict[str, Any],
 def open_call(db: sqlite3.Connection, call_id: str, started_at: float) -> None:
     """A new call's row; call inside the transaction that stores the call."""
     db.execute(
-        "INSERT OR IGNORE INTO analytics_calls (started_at, call_id) VALUES (?, ?)",
+        "INSERT INTO analytics_calls (started_at, call_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         (started_at, call_id),
     )
 
@@ -288,8 +327,8 @@ def open_call(db: sqlite3.Connection, call_id: str, started_at: float) -> None:
 def _call_row(db: sqlite3.Connection, call_id: str) -> None:
     """Make sure the call has its row (a call stored before analytics existed)."""
     db.execute(
-        "INSERT OR IGNORE INTO analytics_calls (started_at, call_id) "
-        "SELECT started_at, id FROM calls WHERE id=?",
+        "INSERT INTO analytics_calls (started_at, call_id) "
+        "SELECT started_at, id FROM calls WHERE id=? ON CONFLICT DO NOTHING",
         (call_id,),
     )
 
@@ -315,7 +354,7 @@ def _record_suggestion(db: sqlite3.Connection, call_id: str, seq: int, data: dic
     start = _num(data.get("start"))
     # The turn is the transcript with the same start that no suggestion has answered yet.
     turn = db.execute(
-        "SELECT seq, ts, latency_ms FROM analytics_turns WHERE call_id=? AND start IS ? "
+        "SELECT seq, ts, latency_ms FROM analytics_turns WHERE call_id=? AND start IS NOT DISTINCT FROM ? "
         "AND category IS NULL ORDER BY seq DESC LIMIT 1",
         (call_id, start),
     ).fetchone()
@@ -338,8 +377,8 @@ def _record_suggestion(db: sqlite3.Connection, call_id: str, seq: int, data: dic
     hour, night = hk_hour(turn_ts), int(is_night(turn_ts))
     db.execute(
         "INSERT INTO analytics_hourly (hk_hour, category, total, unresolved) VALUES (?, ?, 1, ?) "
-        "ON CONFLICT (hk_hour, category) DO UPDATE SET total=total+1, "
-        "unresolved=unresolved+excluded.unresolved",
+        "ON CONFLICT (hk_hour, category) DO UPDATE SET total=analytics_hourly.total+1, "
+        "unresolved=analytics_hourly.unresolved+excluded.unresolved",
         (hour, category, 1 - resolved),
     )
     _call_row(db, call_id)
@@ -376,10 +415,12 @@ def forget(db: sqlite3.Connection, calls_sql: str, params: Iterable[Any]) -> Non
     params = tuple(params)
     db.execute(
         "INSERT INTO analytics_hourly (hk_hour, category, total, unresolved) "
-        "SELECT hk_hour, category, -count(*), -sum(resolved=0) FROM analytics_turns "
+        "SELECT hk_hour, category, -count(*), -sum(CASE WHEN resolved=0 THEN 1 ELSE 0 END) "
+        "FROM analytics_turns "
         f"WHERE call_id IN ({calls_sql}) AND category IS NOT NULL GROUP BY hk_hour, category "
-        "ON CONFLICT (hk_hour, category) DO UPDATE SET total=total+excluded.total, "
-        "unresolved=unresolved+excluded.unresolved",
+        "ON CONFLICT (hk_hour, category) DO UPDATE SET "
+        "total=analytics_hourly.total+excluded.total, "
+        "unresolved=analytics_hourly.unresolved+excluded.unresolved",
         params,
     )
     db.execute("DELETE FROM analytics_hourly WHERE total <= 0")
@@ -391,9 +432,9 @@ def rebuild(db: sqlite3.Connection) -> int:
     """Fill empty rollups from the stored events (a database written before analytics existed);
     inside the caller's transaction. Returns how many events were read."""
     db.execute(
-        "INSERT OR IGNORE INTO analytics_calls (started_at, call_id) "
-        "SELECT started_at, id FROM calls"
-    )
+        "INSERT INTO analytics_calls (started_at, call_id) "
+        "SELECT started_at, id FROM calls WHERE true ON CONFLICT DO NOTHING"  # WHERE: SQLite's
+    )  # parser needs one before an upsert clause
     rows = db.execute("SELECT call_id, seq, ts, data FROM events ORDER BY call_id, seq")
     count = 0
     for call_id, seq, ts, data in rows:  # a cursor: an old store may hold millions of events
@@ -466,14 +507,15 @@ def _bucket_counts(db: sqlite3.Connection, t0: float, t1: float,
     rows = []
     if hours_in is not None:
         rows += db.execute(
-            "SELECT hk_hour / ?1 AS b, category, sum(total), sum(unresolved) "
-            "FROM analytics_hourly WHERE hk_hour >= ?2 AND hk_hour < ?3 GROUP BY b, category",
+            "SELECT hk_hour / ? AS b, category, sum(total), sum(unresolved) "
+            "FROM analytics_hourly WHERE hk_hour >= ? AND hk_hour < ? GROUP BY b, category",
             (hours, *hours_in),
         ).fetchall()
     for a, b in edges:
         rows += db.execute(
-            "SELECT hk_hour / ?1 AS b, category, count(*), sum(resolved=0) FROM analytics_turns "
-            "WHERE ts >= ?2 AND ts < ?3 AND category IS NOT NULL GROUP BY b, category",
+            "SELECT hk_hour / ? AS b, category, count(*), "
+            "sum(CASE WHEN resolved=0 THEN 1 ELSE 0 END) FROM analytics_turns "
+            "WHERE ts >= ? AND ts < ? AND category IS NOT NULL GROUP BY b, category",
             (hours, a, b),
         ).fetchall()
     return rows
@@ -541,7 +583,7 @@ def _response_slots(db: sqlite3.Connection, hours_in: tuple[int, int] | None,
         "SELECT ms10, sum(n) FROM analytics_response_hours WHERE hk_hour >= ? AND hk_hour < ? "
         "GROUP BY ms10", hours_in)]  # fmt: skip
     queries += [(
-        f"SELECT {MS10} AS s, count(*) FROM analytics_calls "
+        f"SELECT {_ms10(db)} AS s, count(*) FROM analytics_calls "
         "WHERE started_at >= ? AND started_at < ? AND first_response_ms IS NOT NULL GROUP BY s",
         span) for span in edges]  # fmt: skip
     slots: dict[int, int] = {}
@@ -567,7 +609,7 @@ def _first_response(db: sqlite3.Connection, t0: float, t1: float, slots: dict[in
         below += slots[slot]
     values = sorted(v for (v,) in db.execute(  # the analytics_calls_ms10 index: a short range
         f"SELECT first_response_ms FROM analytics_calls WHERE "
-        f"{MS10} = ? AND started_at >= ? AND started_at < ?",
+        f"{_ms10(db)} = ? AND started_at >= ? AND started_at < ?",
         (slot, t0, t1)))  # fmt: skip
     if rank - below > len(values):  # the hourly counts disagree with the calls: cannot happen
         log.warning("analytics: response counts disagree with calls; reading every call")
@@ -610,6 +652,7 @@ __all__ = [
     "SCHEMA",
     "UNCATEGORISED",
     "BadParameter",
+    "create",
     "forget",
     "heatmap",
     "kpis",

@@ -12,6 +12,11 @@ Endpoints (token on all but /healthz; see auth.py for roles):
 - GET /healthz, GET /metrics, GET /config
 - GET /v1/referrals, POST /v1/referrals/{id}/ack     department referrals (routes/referrals.py)
 - POST /integrations/zendesk/webhook   agents' ticket replies, signed by Zendesk (routes/zendesk.py)
+- POST /v1/messages           a customer's text message (web, whatsapp, wechat) -> its answer
+                              events; GET /v1/customers/{id}: their timeline across channels
+                              (routes/messages.py, conversations.py, customers.py)
+- GET|POST /integrations/whatsapp   WhatsApp Cloud API webhook: verify handshake, signed messages
+                              (routes/whatsapp.py)
 
 The routes live in voice/server/routes/ (one module per concern); every ingest stream, WebSocket
 or AudioSocket, is driven by session.py. Ingest streams end at the limits in limits.py (no start:

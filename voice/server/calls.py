@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 from voice.audio import AudioError, StreamDecoder
 from voice.files import private_dir
 from voice.pipeline import CallSession, StreamFormat
-from voice.server import recording
+from voice.server import customers, recording
 from voice.server.config import ServerConfig
 from voice.server.metrics import ServerMetrics
+from voice.server.notify import Listener, Notice
 from voice.server.pii import redact
 from voice.server.scheduler import AsrScheduler
 from voice.server.serializers import (
@@ -104,8 +105,9 @@ class LiveCall:
         self.owner = owner
         self.next_seq = 1
         self.store_error: Exception | None = None  # set when the store failed: the call is over
-        customer_id = start.meta.get("customer_id")  # the bridge's, if it knows the caller
-        answer = hub.answer_engine.session(self.call_id, customer_id) if hub.answer_engine else None
+        customer_id = start.meta.get("customer_id")  # the bridge's, or the CRM's by number
+        # started from the customer's context on any channel, saved back after each turn
+        answer = customers.call_session(hub, self.call_id, customer_id, protocol)
         stream = StreamFormat(start.encoding, start.sample_rate)
         self.session = CallSession(self.call_id, None, hub.vad_options, stream, answer)
         self.audio_bytes = 0
@@ -249,6 +251,9 @@ class CallHub:
         self.calls: dict[str, LiveCall] = {}
         self._call_subs: dict[str, set[Subscription]] = {}
         self._all_subs: set[Subscription] = set()
+        # Calls live on other servers sharing the store (PostgreSQL): the last seq offered here.
+        self._remote_seqs: dict[str, int] = {}
+        self._listener: Listener | None = None
         # One thread does every store write, first in first out: a call's events keep their order.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._expiry: asyncio.Task | None = None
@@ -257,6 +262,10 @@ class CallHub:
             len(self._all_subs) + sum(len(s) for s in self._call_subs.values())
         )
         self._tidy_store()
+        if store.shared:
+            self._listener = Listener(store.engine, store.instance, self._remote_notice,
+                                      asyncio.get_running_loop())  # fmt: skip
+            self._listener.start()
 
     def open(self, start: Start, protocol: str, owner: str | None) -> LiveCall:
         """Start a call; raises CallRefused when the server is full or the id was ever used."""
@@ -265,7 +274,8 @@ class CallHub:
             self.metrics.calls_refused.inc(reason="duplicate")
             raise CallRefused("duplicate", f"call id {start.call_id} is already in use; call ids "
                               "are never reused", CLOSE_POLICY)  # fmt: skip
-        if len(self.calls) >= self.config.max_calls:
+        audio_calls = sum(isinstance(c, LiveCall) for c in self.calls.values())  # not chats
+        if audio_calls >= self.config.max_calls:
             self.metrics.calls_refused.inc(reason="max_calls")
             raise CallRefused(
                 "max_calls", f"server is at its limit of {self.config.max_calls} calls"
@@ -273,6 +283,8 @@ class CallHub:
         if self.scheduler.estimated_seconds() > self.config.max_queue_seconds:
             self.metrics.calls_refused.inc(reason="overloaded")
             raise CallRefused("overloaded", "server overloaded: try again later")
+        start = customers.identified(start, getattr(self.answer_engine, "crm", None),
+                                     self.store.db)  # fmt: skip
         meta = {**start.meta, "encoding": start.encoding, "sample_rate": start.sample_rate}
         if customer := self._customer(start.meta.get("customer_id")):
             meta["customer"] = customer  # for people reading the record (a ticket's requester)
@@ -280,6 +292,9 @@ class CallHub:
         # Stays in `calls` until its end is stored, so the id is taken in memory or in the store.
         self.calls[call.call_id] = call
         self._write(call, self.store.open_call, call.call_id, protocol, start.agent, owner, meta)
+        if customer_id := start.meta.get("customer_id"):  # the customer's timeline
+            self._write(call, self.store.transact, customers.link, customer_id, call.call_id,
+                        protocol, time.time())  # fmt: skip
         self.metrics.calls.inc(protocol=protocol)
         log.info("call started", extra={"call_id": call.call_id, "protocol": protocol})
         return call
@@ -344,6 +359,19 @@ class CallHub:
         self._release(call, data)
         log.info("call ended: %s", status, extra={"call_id": call.call_id, "status": status})
 
+    def follow(self, call_id: str) -> Subscription | None:
+        """Subscribe to a call live here or, on a shared store, on another server; None if the
+        call is not live. Read its stored events after this, with no await in between."""
+        if call_id in self.calls:
+            return self.subscribe(call_id)
+        if not self.store.shared:
+            return None
+        # Live in the store now, so its end is committed later and that notice comes after this.
+        summary = self.store.summary(call_id)
+        if summary is None or summary["status"] != "live":
+            return None
+        return self.subscribe(call_id)
+
     def subscribe(self, call_id: str | None) -> Subscription:
         sub = Subscription(self.config.subscriber_queue, call_id)
         if call_id is None:
@@ -378,6 +406,8 @@ class CallHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry
         self._writer.shutdown(wait=True)  # the store is closed next: let the last write finish
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
 
     # --- store --------------------------------------------------------------------------------
 
@@ -470,6 +500,42 @@ class CallHub:
             for _, name in files:
                 (folder / name).unlink(missing_ok=True)
             log.info("deleted %d recordings with their calls", len(files))
+
+    def _remote_notice(self, notice: Notice | None) -> None:
+        """Another server stored an event of a call or ended it (shared store): offer the event
+        to this server's subscribers, end the call's streams. None: the listener (re)connected
+        and may have missed notices, so the calls followed here catch up from the store."""
+        if notice is None:
+            for call_id in list(self._remote_seqs):
+                self._offer_remote(call_id)
+                if (self.store.summary(call_id) or {}).get("status") != "live":
+                    self._end_remote(call_id)
+            return
+        if notice.seq is not None:
+            self._offer_remote(notice.call_id, notice.seq - 1)
+        if notice.ended:
+            self._offer_remote(notice.call_id)
+            self._end_remote(notice.call_id)
+
+    def _offer_remote(self, call_id: str, before: int | None = None) -> None:
+        """Offer another server's stored events of a call, from the first not offered here yet
+        (from after `before` for a call not followed yet), in order, to this server's call and
+        all-calls subscribers."""
+        subs = [*self._call_subs.get(call_id, ()), *self._all_subs]
+        last = self._remote_seqs.get(call_id, before)
+        if not subs or last is None:
+            return
+        for data in self.store.events(call_id, after_seq=last):
+            last = data["seq"]
+            for sub in subs:
+                if not sub.dropped.is_set() and not sub.offer(data):
+                    self._drop(sub)
+        self._remote_seqs[call_id] = last
+
+    def _end_remote(self, call_id: str) -> None:
+        self._remote_seqs.pop(call_id, None)
+        for sub in self._call_subs.pop(call_id, set()):
+            sub.offer(END)
 
     def _drop(self, sub: Subscription) -> None:
         self.metrics.subscribers_dropped.inc()

@@ -29,6 +29,8 @@ CONFIG_FLAGS = {
     "retention_days": "retention_days",
     "retention_interval": "retention_check_s",
     "kb_watch": "kb_watch_seconds",
+    "context_hours": "context_hours",
+    "conversation_idle": "conversation_idle_s",
     "max_calls": "max_calls",
     "start_timeout": "start_timeout_s",
     "idle_timeout": "idle_timeout_s",
@@ -78,7 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the path hears the audio, so only on a network private to the PBX")  # fmt: skip
     p.add_argument("--db", help="SQLite store of calls and events, created 0600 (default "
                    "$XDG_DATA_HOME/voice/voice_calls.sqlite3, else "
-                   "~/.local/share/voice/voice_calls.sqlite3, in a folder created 0700)")  # fmt: skip
+                   "~/.local/share/voice/voice_calls.sqlite3, in a folder created 0700), or "
+                   "postgresql://USER[:PASSWORD]@HOST/DB shared by several servers behind a load "
+                   "balancer")  # fmt: skip
     opt("--record-dir", metavar="DIR",
         help="keep each call's caller audio as it arrived (8 kHz, its own codec) in DIR, one "
         "owner-only WAV per call, deleted with the call by --retention-days. Off by default: "
@@ -101,6 +105,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt("--kb-watch", type=float, metavar="SECONDS",
         help="reload the KB this often when its file changes; a broken edit is logged and the old "
         "KB kept (default %(default)g; 0: never)")  # fmt: skip
+    opt("--context-hours", type=float, metavar="HOURS",
+        help="a customer's language, unresolved turns, order and last topics carry over to "
+        "their next call or message on any channel within this window (default %(default)g; "
+        "0: off)")  # fmt: skip
+    opt("--conversation-idle", type=float, metavar="SECONDS",
+        help="a text conversation (POST /v1/messages, WhatsApp) ends after this long without a "
+        "message (default %(default)g)")  # fmt: skip
     opt("--max-calls", type=int, help="concurrent calls (default %(default)s)")
     opt("--start-timeout", type=float, metavar="SECONDS",
         help="close a stream that sends no start message in this time "
@@ -152,12 +163,10 @@ def register_report(sub: argparse._SubParsersAction, default_db: str) -> None:
 
 def run_weekly(args: argparse.Namespace) -> int:
     from voice.server import weekly
-    from voice.server.store import Store
+    from voice.server.store import open_existing
 
     weekly.week_period(args.week)  # a bad --week is refused before the store is opened
-    if not Path(args.db).is_file():
-        raise ConfigError(f"--db {args.db}: no such call store (voice serve --db writes one)")
-    store = Store(args.db)
+    store = open_existing(args.db)
     try:
         report = weekly.build(store.db, args.week)
     finally:

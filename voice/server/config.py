@@ -39,7 +39,8 @@ class ServerConfig:
     tls_key: str | None = None
     tls_min_version: str = "1.3"  # oldest TLS accepted: "1.3", or "1.2" for older clients
     db_path: str = field(default_factory=default_db_path)  # SQLite store of calls and events;
-    # created 0600 (its WAL files too) in a 0700 folder when the folder is new
+    # created 0600 (its WAL files too) in a 0700 folder when the folder is new; or a
+    # postgresql:// URL several servers share (never logged or shown with its password)
     rubric: str | None = None  # the audit scoring form (YAML); None: the shipped one
     record_dir: str | None = None  # keep each call's caller audio here (opt-in: consent, PDPO)
     retention_days: int = 0  # calls started longer ago are deleted with their events and
@@ -66,6 +67,14 @@ class ServerConfig:
     upload_timeout_s: float = 300.0  # the whole body must arrive within this (else 408), so a
     # client trickling bytes cannot hold an upload slot for ever
     kb_watch_seconds: float = 5.0  # how often the KB file is checked for edits (0: never)
+    # Context per customer (customers.py): a customer's language, unresolved run, order and last
+    # topics carry over to their next call or message on any channel within this window (0: off)
+    context_hours: float = 24.0
+    conversation_idle_s: float = 1800.0  # a text conversation ends after this long without a
+    # message (stored as `completed`); the customer's next message starts a new one
+    max_message_chars: int = 2000  # POST /v1/messages text longer than this: 400 (WhatsApp
+    # text is cut to it)
+    max_messages_per_minute: int = 30  # per customer on POST /v1/messages; more: 429
 
     def validate(self) -> ServerConfig:
         if not self.tokens and not self.insecure_no_auth:
@@ -101,6 +110,12 @@ class ServerConfig:
                               "max_uploads at least 1")  # fmt: skip
         if self.retention_days < 0 or self.retention_check_s <= 0:
             raise ConfigError("retention_days must be 0 (keep) or more; retention_check_s > 0")
+        if self.context_hours < 0:
+            raise ConfigError("context_hours must be 0 (no carry-over) or more")
+        if (self.conversation_idle_s <= 0 or self.max_message_chars < 1
+                or self.max_messages_per_minute < 1):  # fmt: skip
+            raise ConfigError("conversation_idle_s, max_message_chars and "
+                              "max_messages_per_minute must be positive")  # fmt: skip
         if self.kb_watch_seconds < 0:
             raise ConfigError("kb_watch_seconds must be 0 (off) or positive")
         if self.max_frame_bytes < 320:
@@ -109,8 +124,11 @@ class ServerConfig:
 
     def public(self) -> dict:
         """The settings an admin may read (no tokens)."""
+        from voice.server.db import masked
+
         data = {k: v for k, v in self.__dict__.items() if k != "tokens"}
         data["tokens"] = len(self.tokens)
+        data["db_path"] = masked(self.db_path)  # a database URL's password is a secret too
         return data
 
 

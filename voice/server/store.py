@@ -1,4 +1,8 @@
-"""SQLite store of calls and their events, in order, owner-only on disk, kept as long as allowed.
+"""Store of calls and their events, in order, owner-only on disk, kept as long as allowed.
+
+A SQLite file by default; a PostgreSQL URL (`voice serve --db postgresql://...`) for several
+servers behind a load balancer, which then tell each other of every stored event (notify.py).
+The schema is migrated by Alembic when the store opens (voice/server/migrations).
 
 Transcripts are stored in full (readers are access-controlled); logs carry masked text only.
 Each event is folded into the analytics rollups (analytics.py) and, with integrations, into the
@@ -11,10 +15,11 @@ WAL a read never waits for a write or a checkpoint in progress.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,11 @@ from typing import Any
 from voice.files import private_dir
 from voice.integrations import routing, zendesk
 from voice.integrations.outbox import Outbox
-from voice.quality import corrections, reviews, sampling
-from voice.server import analytics
+from voice.quality import corrections, reviews
+from voice.server import analytics, conversations, customers
+from voice.server.db import POSTGRESQL, Connection, is_url, open_engine, sqlite_file
+from voice.server.migrations import migrate
+from voice.server.notify import NOTIFY_SQL, Notice
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -35,7 +43,6 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL, PRIMARY KEY (call_id, seq)
 );
 """
-MEMORY = ":memory:"
 PRIVATE_FILE = 0o600  # the database holds callers' words (PDPO personal data): owner only
 SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's companions of the database file
 DAY_S = 86_400.0
@@ -53,50 +60,28 @@ class Store:
     """Calls and events tables; every write commits (WAL, so writes do not wait for fsync)."""
 
     def __init__(self, path: str | Path, outbox: Outbox | None = None):
-        self.path = str(path)
+        self.path = str(path)  # a file path, :memory: or a database URL (never log it: masked())
         self.outbox = outbox
-        if self.path != MEMORY:
-            _make_private(Path(self.path))
-        self.db = self._connect()  # reads
+        self.instance = uuid.uuid4().hex[:12]  # names this process in cross-instance notices
+        self.file = sqlite_file(self.path)  # None: in memory, or PostgreSQL
+        if self.file is not None:
+            _make_private(self.file)
+        self.engine = open_engine(self.path)
+        self.shared = self.engine.dialect.name == POSTGRESQL  # several servers may use it
+        migrate(self.engine)  # the schema (voice/server/migrations), up to date before any use
+        self.db = Connection.open(self.engine)  # reads
         # An in-memory database exists only on its own connection, so there it does both jobs.
-        self._writes = self.db if self.path == MEMORY else self._connect()
-        self._writes.executescript(SCHEMA)
-        # Always, integrations or not: `voice integrations` and the console read these tables.
-        Outbox.create(self._writes)
-        routing.create(self._writes)
-        zendesk.create(self._writes)
-        corrections.create(self._writes)
-        reviews.create(self._writes)
-        sampling.create(self._writes)
-        self._create_analytics()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        # Deleted transcripts are overwritten with zeros instead of lingering in free pages.
-        db.execute("PRAGMA secure_delete=ON")
-        return db
-
-    def _create_analytics(self) -> None:
-        """Create the analytics rollups; a database from before they existed gets them filled
-        from its events, so they agree with the events from the start."""
-        db = self._writes
-        had = db.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?",
-            (analytics.TABLES[0],),
-        ).fetchone()[0]
-        db.executescript(analytics.SCHEMA)
-        if not had:
-            with self._transaction() as db:
-                analytics.rebuild(db)
+        memory = self.file is None and not self.shared
+        self._writes = self.db if memory else Connection.open(self.engine)
+        self._lead: Connection | None = None  # holds the shared store's job locks (leads())
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT on the write connection (autocommit otherwise); ROLLBACK if
-        anything inside fails, so an event and its rollups are stored together or not at all."""
+    def _transaction(self) -> Iterator[Connection]:
+        """BEGIN (IMMEDIATE on SQLite) ... COMMIT on the write connection (autocommit otherwise);
+        ROLLBACK if anything inside fails, so an event and its rollups are stored together or
+        not at all."""
         db = self._writes
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(db.begin_sql)
         try:
             yield db
             db.execute("COMMIT")
@@ -121,7 +106,7 @@ class Store:
                      json.dumps(meta, ensure_ascii=False)),
                 )  # fmt: skip
                 analytics.open_call(db, call_id, started)
-        except sqlite3.IntegrityError:
+        except self._writes.IntegrityError:
             raise CallIdTaken(call_id) from None
 
     def add_event(self, call_id: str, seq: int, data: dict[str, Any],
@@ -138,6 +123,8 @@ class Store:
             analytics.record(db, call_id, seq, data, ts)
             if self.outbox is not None:
                 self.outbox.record(db, call_id, seq, data, ts)
+            if self.shared:  # the other servers' subscribers: delivered at commit
+                db.execute(NOTIFY_SQL, (Notice(self.instance, call_id, seq).to_json(),))
 
     def append_event(self, call_id: str, data: dict[str, Any], now: float | None = None) -> int:
         """Store an event after a call's last one (a finished call: a referral's breach, an
@@ -159,6 +146,9 @@ class Store:
         self._writes.execute(
             "UPDATE calls SET ended_at=?, status=? WHERE id=?", (time.time(), status, call_id)
         )
+        if self.shared:  # after the commit: a server told the call ended finds it ended
+            notice = Notice(self.instance, call_id, ended=True)
+            self._writes.execute(NOTIFY_SQL, (notice.to_json(),))
 
     def update_meta(self, call_id: str, changes: dict[str, Any]) -> None:
         """Merge `changes` into a call's meta (a recording's length once the call is over)."""
@@ -180,7 +170,10 @@ class Store:
 
     def interrupt_live(self) -> int:
         """Close calls still marked live (the server stopped without ending them) as
-        `interrupted`; returns how many. Only for start-up, before any call is taken."""
+        `interrupted`; returns how many. Only for start-up, before any call is taken. Not on a
+        shared (PostgreSQL) store, where the live calls may be other servers' (0)."""
+        if self.shared:
+            return 0
         return self._writes.execute(
             "UPDATE calls SET ended_at=?, status='interrupted' WHERE status='live'", (time.time(),)
         ).rowcount
@@ -200,9 +193,11 @@ class Store:
             corrections.forget(db, old, (cutoff,))
             reviews.forget(db, old, (cutoff,))
             zendesk.forget(db, old, (cutoff,))
+            customers.forget(db, old, (cutoff,))
+            conversations.forget(db, old, (cutoff,))
             db.execute(f"DELETE FROM events WHERE call_id IN ({old})", (cutoff,))
             deleted = db.execute(f"DELETE FROM calls WHERE id IN ({old})", (cutoff,)).rowcount
-        if deleted and self.path != MEMORY:
+        if deleted and self.file is not None:
             # The WAL still holds the deleted pages until a checkpoint copies and truncates it.
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
@@ -246,10 +241,40 @@ class Store:
         )
         return [self._record(r) for r in rows]
 
+    def leads(self, job: str) -> bool:
+        """Should this server run `job` (a background job that must run once, such as the
+        outbox's deliveries)? Always on SQLite; on a shared store only in the server holding the
+        job's PostgreSQL advisory lock, taken here when free and held until this server stops
+        or loses its connection (then another server takes it over)."""
+        if not self.shared:
+            return True
+        import psycopg
+        from sqlalchemy.exc import DBAPIError
+
+        key = int.from_bytes(hashlib.sha256(f"voice:{job}".encode()).digest()[:8], "big",
+                             signed=True)  # fmt: skip
+        try:
+            if self._lead is None:
+                self._lead = Connection.open(self.engine)
+            # True again while held; on a new connection (the old one was lost) taken anew if free
+            lock = self._lead.execute("SELECT pg_try_advisory_lock(?)", (key,))
+            return bool(lock.fetchone()[0])
+        except (psycopg.Error, DBAPIError):  # PostgreSQL unreachable now: not this time
+            return False
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        if self._lead is not None:
+            self._lead.close()
         if self._writes is not self.db:
             self._writes.close()
         self.db.close()
+        self.engine.dispose()  # really closes them (SQLite: the last one checkpoints the WAL)
 
     @staticmethod
     def _record(row) -> dict[str, Any]:
@@ -257,6 +282,16 @@ class Store:
         record = dict(zip(keys, row, strict=True))
         record["meta"] = json.loads(record["meta"])
         return record
+
+
+def open_existing(target: str | Path) -> Store:
+    """The store a command's --db names, which must exist (a file; a database URL is taken as
+    existing); ConfigError otherwise."""
+    from voice.errors import ConfigError
+
+    if not is_url(target) and not Path(target).is_file():
+        raise ConfigError(f"--db {target}: no such call store (voice serve --db writes one)")
+    return Store(target)
 
 
 def _make_private(path: Path) -> None:
@@ -274,4 +309,4 @@ def _make_private(path: Path) -> None:
             pass
 
 
-__all__ = ["CallIdTaken", "Store"]
+__all__ = ["CallIdTaken", "Store", "open_existing"]

@@ -21,6 +21,7 @@
   function describe(e) {
     switch (e.type) {
       case "transcript": return [t("transcript"), e.text];
+      case "message": return [t("message"), e.text];
       case "suggestion": {
         const best = e.suggestions && e.suggestions[0];
         const tag = e.resolved ? t("resolved") : t("unresolved");
@@ -44,6 +45,11 @@
     const meta = [[t("status"), VC.statusName(record.status)], [t("started"), VC.hkTime(record.started_at, "full")],
       [t("ended_at"), VC.hkTime(record.ended_at, "full")], [t("agent"), record.agent || "—"],
       [t("protocol"), record.protocol]];
+    const customer = record.meta && record.meta.customer_id;
+    if (customer) {  // the customer's calls and messages on every channel
+      meta.push([t("customer"), el("a", { id: "customer-link", href: `/console/customers/${encodeURIComponent(customer)}` },
+        record.meta.customer && record.meta.customer.name ? `${record.meta.customer.name} (${customer})` : customer)]);
+    }
     document.getElementById("meta").replaceChildren(...meta.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     const items = [...events.values()].sort((a, b) => a.seq - b.seq).map((e) => {
       const d = describe(e);

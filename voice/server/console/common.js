@@ -41,6 +41,7 @@ const VC = (() => {
       status: "狀態", protocol: "協定", ended_at: "結束", events: "事件", duration: "長度",
       call_detail: "通話詳情", transcript: "轉錄", alert: "警報", handoff: "轉接", end: "結束",
       warning: "警告", error_ev: "錯誤", segment: "語音段", no_events: "沒有事件。",
+      message: "訊息", customer: "客戶",
       status_live: "進行中", status_ended: "已結束", status_completed: "已完成",
       status_disconnected: "連線中斷", status_interrupted: "伺服器中斷", status_server_shutdown: "伺服器關閉",
       status_idle_timeout: "閒置逾時", status_max_call_length: "超過長度", status_error: "錯誤",
@@ -102,6 +103,7 @@ const VC = (() => {
       status: "Status", protocol: "Protocol", ended_at: "Ended", events: "Events", duration: "Duration",
       call_detail: "Call", transcript: "Transcript", alert: "Alert", handoff: "Handoff", end: "End",
       warning: "Warning", error_ev: "Error", segment: "Segment", no_events: "No events.",
+      message: "Message", customer: "Customer",
       status_live: "live", status_ended: "ended", status_completed: "completed",
       status_disconnected: "disconnected", status_interrupted: "interrupted",
       status_server_shutdown: "server shut down", status_idle_timeout: "idle timeout",
@@ -156,6 +158,11 @@ const VC = (() => {
   }
 
   function onLang(fn) { listeners.push(fn); }
+
+  // A page's own strings beside the shared ones: extend({ zh: {...}, en: {...} }) before load.
+  function extend(strings) {
+    for (const lang of Object.keys(STRINGS)) Object.assign(STRINGS[lang], strings[lang] || {});
+  }
 
   // A DOM element: el("a", {href: "/x", class: "y"}, "text", child...)
   function el(tag, attrs = {}, ...children) {
@@ -331,6 +338,6 @@ const VC = (() => {
     applyStatic();
   });
 
-  return { t, el, onLang, setLang, lang: () => current, hkTime, hkIso, hkDayStart, periodRange,
+  return { t, el, onLang, setLang, extend, lang: () => current, hkTime, hkIso, hkDayStart, periodRange,
     getJSON, postJSON, countdown, tickCountdowns, referralBadge, toDate, categoryName, statusName, DAY_MS };
 })();

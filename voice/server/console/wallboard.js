@@ -45,6 +45,7 @@
       c.seqs.add(e.seq);
     }
     switch (e.type) {
+      case "message": // a text channel's customer message shows as a call's transcript line
       case "transcript":
         c.lines.push({ start: e.start, text: e.text });
         c.lines.sort((a, b) => a.start - b.start);

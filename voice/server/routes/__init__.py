@@ -9,6 +9,7 @@ from voice.server.routes.console import console_page, login_form, login_submit, 
 from voice.server.routes.context import ServerContext, context
 from voice.server.routes.events import events_sse, events_ws
 from voice.server.routes.ingest import stream_ws, twilio_ws
+from voice.server.routes.messages import get_customer, post_message
 from voice.server.routes.records import (
     config_endpoint,
     get_call,
@@ -28,6 +29,7 @@ from voice.server.routes.review import (
     reviews_endpoint,
 )
 from voice.server.routes.upload import transcribe_upload
+from voice.server.routes.whatsapp import whatsapp_webhook
 from voice.server.routes.zendesk import zendesk_webhook
 
 __all__ = ["ROUTES", "ServerContext", "context"]
@@ -60,6 +62,9 @@ ROUTES: list[BaseRoute] = [
     Route("/v1/calls/{call_id}/corrections", corrections_endpoint, methods=["GET", "POST"]),
     Route("/v1/calls/{call_id}/reviews", reviews_endpoint, methods=["GET", "POST"]),
     Route("/integrations/zendesk/webhook", zendesk_webhook, methods=["POST"]),
+    Route("/v1/messages", post_message, methods=["POST"]),
+    Route("/v1/customers/{customer_id}", get_customer),
+    Route("/integrations/whatsapp", whatsapp_webhook, methods=["GET", "POST"]),
     Route("/console/login", login_form, methods=["GET"]),
     Route("/console/login", login_submit, methods=["POST"]),
     Route("/console/logout", logout, methods=["POST"]),
@@ -68,6 +73,7 @@ ROUTES: list[BaseRoute] = [
     Route("/console/kpis", console_page("kpis")),
     Route("/console/my-calls", console_page("calls")),
     Route("/console/calls/{call_id}", console_page("call")),
+    Route("/console/customers/{customer_id}", console_page("customer")),
     Route("/console/audit", console_page("audit")),
     Route("/console/audit/calls/{call_id}", console_page("review")),
     Route("/console/static/{name}", static),

@@ -40,7 +40,7 @@ SECURITY_HEADERS = {
 HOME = {"wallboard": "/console", "heatmap": "/console/heatmap", "kpis": "/console/kpis",
         "calls": "/console/my-calls", "audit": "/console/audit"}  # fmt: skip
 # A page reached from another's list is allowed with it (a call from the calls, a review from audit)
-PARENT = {"call": "calls", "review": "audit"}
+PARENT = {"call": "calls", "review": "audit", "customer": "calls"}
 # page name -> (its body in CONSOLE_DIR, its script or None, its title's i18n key); every page
 # is that body inside layout.html (head, navigation, sign-out form); who may open which: pages_for
 PAGES = {
@@ -49,6 +49,7 @@ PAGES = {
     "kpis": ("kpis.html", "kpis.js", "kpis"),
     "calls": ("calls.html", "calls.js", "calls"),
     "call": ("call.html", "call.js", "call_detail"),
+    "customer": ("customer.html", "customer.js", "customer_title"),
     "audit": ("audit.html", "audit.js", "audit"),
     "review": ("review.html", "review.js", "review_title"),
     "forbidden": ("forbidden.html", None, "forbidden_title"),
@@ -76,7 +77,8 @@ def render_page(name: str, status: int = 200, /, **values: str) -> HTMLResponse:
     text = text.replace("[[script]]", tag).replace(
         "[[main]]", (CONSOLE_DIR / body).read_text(encoding="utf-8")
     )
-    return fill(text, status, page=name, title=title, **{"call_id": "", **values})
+    blank = {"call_id": "", "customer_id": ""}  # pages without them
+    return fill(text, status, page=name, title=title, **{**blank, **values})
 
 
 def fill(text: str, status: int, /, **values: str) -> HTMLResponse:
@@ -187,7 +189,8 @@ def console_page(name: str):
         if PARENT.get(name, name) not in allowed:
             return forbidden(session)
         call_id = request.path_params.get("call_id", "")
-        return page(name, session, call_id=call_id)
+        customer_id = request.path_params.get("customer_id", "")
+        return page(name, session, call_id=call_id, customer_id=customer_id)
 
     return endpoint
 

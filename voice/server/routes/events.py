@@ -42,12 +42,12 @@ async def stream_events(sub: Subscription, replay: list[dict]) -> AsyncIterator[
 def open_subscription(
     ctx: ServerContext, call_id: str | None
 ) -> tuple[Subscription | None, list[dict]]:
-    """Subscribe (if live) and read what is stored, with no await in between."""
+    """Subscribe (if live, here or on another server sharing the store) and read what is
+    stored, with no await in between."""
     hub = ctx.hub
     if call_id is None:
         return hub.subscribe(None), []
-    sub = hub.subscribe(call_id) if call_id in hub.calls else None
-    return sub, hub.store.events(call_id)
+    return hub.follow(call_id), hub.store.events(call_id)
 
 
 def authorize_subscription(
