@@ -37,6 +37,7 @@ CONFIG_FLAGS = {
     "max_uploads": "max_uploads",
     "upload_timeout": "upload_timeout_s",
     "batch_max": "batch_max",
+    "partial_ms": "partial_ms",
     "max_queue_seconds": "max_queue_seconds",
     "subscriber_queue": "subscriber_queue",
 }
@@ -121,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="POST /v1/transcribe answers 408 when the request body has not fully arrived this "
         "long after the request (default %(default)g)")  # fmt: skip
     opt("--batch-max", type=int, help="segments per ASR batch (default %(default)s)")
+    opt("--partial-ms", type=int, metavar="MS",
+        help="`partial` transcripts of an utterance in progress this often, when the ASR worker "
+        "is idle; 0: none (default %(default)s)")  # fmt: skip
     opt("--max-queue-seconds", type=float,
         help="ASR backlog bound before segments are shed (default %(default)g)")  # fmt: skip
     opt("--subscriber-queue", type=int,
