@@ -223,6 +223,8 @@ def run_serve(args: argparse.Namespace) -> int:
         crm = SqliteCustomerProvider(args.crm) if args.crm else None
         engine = AnswerEngine.from_file(args.kb, crm=crm)
         preload()  # librosa's ~3 s first import now, not inside the first caller's utterance
+        engine.answer("喂，你好")  # and the sentence encoder's first run
+    transcriber.warm_up()
     app = create_app(config, transcriber, vad, engine, integrations)
     if config.insecure_no_auth:
         log.warning("authentication is OFF (--insecure-no-auth): every client is a supervisor")
