@@ -39,14 +39,18 @@ def _tiles(out, total):
     [
         ("好啦，唔該晒", True),
         ("我想查下我張單。", True),
-        ("點解我今個月嘅月費貴咗咁多㗎？", True),
-        ("你哋係唔係", True),
-        ("My account is locked", True),
+        ("點解我今個月嘅月費貴咗咁多㗎", True),
+        ("你哋開唔開㗎？", True),
+        ("唔該", True),
+        ("喂？", False),  # "喂？喂？聽到我講嘢呀？": one syllable is not a turn
+        ("Can I change my plan?", True),
+        ("OK thanks", True),
+        ("我大概下晝十一點半去到", False),  # went on: "，仲開唔開？"
         ("我個account login唔到，", False),
-        ("我想問下，因為", False),
-        ("同埋", False),
+        ("我嘅", False),
+        ("band 係", False),
         ("I want to cancel because", False),
-        ("嗯", False),
+        ("My account is", False),
         ("", False),
         ("。", False),
     ],
@@ -136,10 +140,15 @@ def test_push_commits_finished_turns_early_and_decodes_each_once(clean_call):
     assert [e.text for e in fast if isinstance(e, TranscriptEvent)] == text == texts
     spans = [(e.start, e.end) for e in plain if isinstance(e, SegmentEvent)]
     assert [(e.start, e.end) for e in fast if isinstance(e, SegmentEvent)] == spans
-    # the same utterances, each one's transcript out after 210 ms of silence instead of 400
+    # the same utterances; a line whose words end the turn (呀, 晒) is out after 210 ms of
+    # silence instead of 400, the others (ending 單, 嘅) wait for the whole pause
     assert len(fast_at) == len(plain_at) == len(texts)
-    assert all(0.15 <= p - f <= 0.25 for f, p in zip(fast_at, plain_at, strict=True))
-    assert fast_calls == plain_calls  # each committed candidate's decode is the segment's
+    early = [round(p - f, 2) for f, p in zip(fast_at, plain_at, strict=True)]
+    finished = [ends_turn(t) for t in texts]
+    assert finished == [False, True, False, True]
+    assert all((0.15 <= d <= 0.25) if f else d == 0 for d, f in zip(early, finished, strict=True))
+    # every decode of a line is reused for its segment: a waiting line's candidate too
+    assert fast_calls == plain_calls
 
 
 def test_candidate_ms_is_checked():
@@ -202,7 +211,8 @@ def _serve_call(clean_call, vad: VadOptions, partial_ms: int):
 def test_server_ends_finished_turns_at_the_short_pause_and_sends_partials(clean_call):
     (seen, stored, counts), texts = _serve_call(clean_call, FAST, partial_ms=1000)
     assert [e["text"] for e in seen if e["type"] == "transcript"] == texts
-    assert counts["committed"] >= 3  # most lines ended 210 ms into their pause, not 400
+    assert counts["committed"] == 2  # the lines ending 呀 and 晒: 210 ms into their pause, not 400
+    assert counts["reused"] >= 2  # the others: the candidate decode served at the full pause
     partials = [e for e in seen if e["type"] == "partial"]
     assert partials, "a line over 1 s long gets a partial transcript while it is spoken"
     starts = {e["start"] for e in seen if e["type"] == "transcript"}

@@ -2,42 +2,43 @@
 
 The VAD offers the utterance at a short pause (`VadOptions.candidate_ms`); once it is decoded,
 `ends_turn` decides from its text whether to answer now or keep waiting for the VAD's full
-end-of-speech silence (`stop_ms`). A sentence that stops on a conjunction, a filler or a comma
-is a caller thinking, not a caller waiting for an answer.
+end-of-speech silence (`stop_ms`). Only a turn that says it is over counts: a question or
+sentence-final particle (呀 㗎 啦 喎 嗎 …), closing punctuation, or a closing phrase (唔該, thanks).
+A sentence stopping on a noun or verb may go on after a breath ("我大概十一點半去到，仲開唔開？"),
+so it waits. Measured on `voice eval --mode call` (BENCHMARKS.md, turn-taking): a looser rule
+(anything not ending on a conjunction or a filler) cut synthetic and real callers mid-sentence.
 """
 
 from __future__ import annotations
 
 import re
 
-# Words after which Hong Kong callers (Cantonese and English) go on speaking: conjunctions,
-# fillers and openers of a clause. Longest first, matched at the end of the text.
-CONTINUATIONS = (
-    "同埋", "但係", "不過", "因為", "所以", "如果", "然後", "跟住", "或者", "定係", "即係",
-    "就係", "嗰個", "呢個", "噉樣", "咁樣", "譬如", "例如", "仲有", "另外", "還有", "而且",
-    "我想", "我要", "想問", "請問", "嗯", "呃", "就", "個",
-    "and", "but", "so", "because", "or", "then", "um", "uh", "er", "like", "the", "a", "to",
-    "my", "i", "if",
-)  # fmt: skip
-OPEN_PUNCTUATION = "，、,;；:：-—…"  # a clause that the text itself says is not finished
-CLOSE_PUNCTUATION = "。！？!?."
-_WORD_END = re.compile(r"[A-Za-z']+$")
+# Cantonese sentence-final particles (and Mandarin's) after which a caller waits for an answer.
+# Not 嘅 or 係: both end clauses as often as sentences (我嘅…, 個密碼係…).
+FINAL_PARTICLES = "呀啊㗎架喇啦嘞囉喎咩嗎呢吖啩嘛未晒吓喂了吧"
+CLOSING_PHRASES = ("唔該", "多謝", "拜拜", "冇嘢喇", "係咁多")
+ENGLISH_CLOSINGS = ("thanks", "thank you", "bye", "please", "okay", "ok")
+MIN_CHARS = 2  # "喂？" then a breath then "喂？聽到嗎？": one syllable is not yet a turn
+CLOSE_PUNCTUATION = "。！？!?"
+_TRAILING = re.compile(r"[\s.。…，,、]+$")  # a decoder's trailing dots and spaces say nothing
 
 
 def ends_turn(text: str) -> bool:
-    """True if `text`, what the caller said up to a pause, reads as a finished turn."""
-    text = text.strip()
-    if not text:
+    """True if `text`, what the caller said up to a pause, says the turn is over."""
+    raw = text.strip()
+    if not raw:
         return False
-    if text[-1] in OPEN_PUNCTUATION:
+    if raw[-1] in "，,、;；:：-—":
+        return False  # the decoder heard the clause go on
+    body = _TRAILING.sub("", raw.rstrip(CLOSE_PUNCTUATION))
+    if len(body) < MIN_CHARS:
         return False
-    body = text.rstrip(CLOSE_PUNCTUATION + " ")
-    if not body:
-        return False
-    word = _WORD_END.search(body)
-    if word is not None:  # English: compare whole words, case-insensitively
-        return word.group(0).lower() not in CONTINUATIONS
-    return not any(body.endswith(c) for c in CONTINUATIONS if not c.isascii())
+    if raw[-1] in CLOSE_PUNCTUATION:
+        return True
+    lower = body.lower()
+    if lower.endswith(ENGLISH_CLOSINGS):
+        return True
+    return body[-1] in FINAL_PARTICLES or body.endswith(CLOSING_PHRASES)
 
 
-__all__ = ["CONTINUATIONS", "ends_turn"]
+__all__ = ["FINAL_PARTICLES", "ends_turn"]
