@@ -42,7 +42,9 @@ def _tiles(out, total):
         ("點解我今個月嘅月費貴咗咁多㗎", True),
         ("你哋開唔開㗎？", True),
         ("唔該", True),
-        ("喂？", False),  # "喂？喂？聽到我講嘢呀？": one syllable is not a turn
+        ("喂？", False),  # "喂？喂？聽到我講嘢呀？": checking the line, more follows
+        ("喂？喂？", False),
+        ("Hello?", False),
         ("Can I change my plan?", True),
         ("OK thanks", True),
         ("我大概下晝十一點半去到", False),  # went on: "，仲開唔開？"

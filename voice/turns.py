@@ -18,7 +18,10 @@ import re
 FINAL_PARTICLES = "呀啊㗎架喇啦嘞囉喎咩嗎呢吖啩嘛未晒吓喂了吧"
 CLOSING_PHRASES = ("唔該", "多謝", "拜拜", "冇嘢喇", "係咁多")
 ENGLISH_CLOSINGS = ("thanks", "thank you", "bye", "please", "okay", "ok")
-MIN_CHARS = 2  # "喂？" then a breath then "喂？聽到嗎？": one syllable is not yet a turn
+MIN_CHARS = 2  # "好啦" is a turn; a single syllable is not yet one
+# A caller checking the line ("喂？喂？ … 聽到我講嘢呀？") goes on after a breath
+GREETING = re.compile(r"^(喂|hello|hi|喂你好|你好)+$", re.IGNORECASE)
+_PUNCTUATION = re.compile(r"[\s\W_]+")
 CLOSE_PUNCTUATION = "。！？!?"
 _TRAILING = re.compile(r"[\s.。…，,、]+$")  # a decoder's trailing dots and spaces say nothing
 
@@ -31,7 +34,8 @@ def ends_turn(text: str) -> bool:
     if raw[-1] in "，,、;；:：-—":
         return False  # the decoder heard the clause go on
     body = _TRAILING.sub("", raw.rstrip(CLOSE_PUNCTUATION))
-    if len(body) < MIN_CHARS:
+    words = _PUNCTUATION.sub("", body)
+    if len(words) < MIN_CHARS or GREETING.match(words):
         return False
     if raw[-1] in CLOSE_PUNCTUATION:
         return True
