@@ -11,7 +11,8 @@ from voice.types import Segment, SegmentEvent, TranscriptEvent
 from voice.vad import Candidate, Segmenter, VadOptions
 
 SR = 16000
-FAST = VadOptions(candidate_ms=210)  # 7 webrtc frames of 30 ms
+FAST = VadOptions(candidate_ms=210)  # 7 webrtc frames of 30 ms (the default)
+SLOW = VadOptions(candidate_ms=0)  # the VAD alone: every utterance waits for stop_ms
 
 
 def _stream(audio, options, decide=lambda candidate: False, chunk=320):
@@ -63,7 +64,7 @@ def test_ends_turn(text, finished):
 
 def test_candidates_come_at_short_pauses_and_change_nothing_uncommitted(clean_call):
     audio, truth = clean_call
-    plain = _stream(audio, VadOptions())
+    plain = _stream(audio, SLOW)
     with_candidates = _stream(audio, FAST)
     candidates = [o for o in with_candidates if isinstance(o, Candidate)]
     assert len(candidates) >= len(truth)  # at least one per line: each line ends in a pause
@@ -77,7 +78,7 @@ def test_candidates_come_at_short_pauses_and_change_nothing_uncommitted(clean_ca
 
 def test_committing_ends_each_utterance_earlier_with_the_same_audio(clean_call):
     audio, truth = clean_call
-    plain = [o for o in _stream(audio, VadOptions()) if isinstance(o, Segment)]
+    plain = [o for o in _stream(audio, SLOW) if isinstance(o, Segment)]
     out = _stream(audio, FAST, decide=lambda c: True)
     _tiles(out, audio.size)
     committed = [o for o in out if isinstance(o, Segment)]
@@ -136,7 +137,7 @@ def test_push_commits_finished_turns_early_and_decodes_each_once(clean_call):
         events += session.flush()
         return events, heard_at, words.calls
 
-    plain, plain_at, plain_calls = run(VadOptions())
+    plain, plain_at, plain_calls = run(SLOW)
     fast, fast_at, fast_calls = run(FAST)
     text = [e.text for e in plain if isinstance(e, TranscriptEvent)]
     assert [e.text for e in fast if isinstance(e, TranscriptEvent)] == text == texts
@@ -153,13 +154,15 @@ def test_push_commits_finished_turns_early_and_decodes_each_once(clean_call):
     assert fast_calls == plain_calls
 
 
-def test_candidate_ms_is_checked():
+def test_candidate_ms_is_checked(clean_call):
     from voice.errors import ConfigError
 
     with pytest.raises(ConfigError, match="candidate_ms"):
-        VadOptions(candidate_ms=500).validate()  # not below stop_ms
-    with pytest.raises(ConfigError, match="candidate_ms"):
         VadOptions(candidate_ms=100).validate()  # below post_pad_ms: audio would differ
+    # not below stop_ms: never offered, the VAD alone decides (a shorter --vad-stop-ms is fine)
+    out = _stream(clean_call[0], VadOptions(candidate_ms=210, stop_ms=210).validate())
+    assert not [o for o in out if isinstance(o, Candidate)]
+    assert len([o for o in out if isinstance(o, Segment)]) == len(clean_call[1])
 
 
 class _SlowWords(_Words):
@@ -228,7 +231,7 @@ def test_server_ends_finished_turns_at_the_short_pause_and_sends_partials(clean_
 
 
 def test_server_without_turn_taking_waits_for_the_full_pause(clean_call):
-    (seen, stored, counts), texts = _serve_call(clean_call, VadOptions(), partial_ms=0)
+    (seen, stored, counts), texts = _serve_call(clean_call, SLOW, partial_ms=0)
     assert [e["text"] for e in seen if e["type"] == "transcript"] == texts
     assert counts == {"committed": 0, "reused": 0, "partial": 0}
     assert not [e for e in seen if e["type"] == "partial"]

@@ -16,8 +16,10 @@ import re
 # Cantonese sentence-final particles (and Mandarin's) after which a caller waits for an answer.
 # Not 嘅 or 係: both end clauses as often as sentences (我嘅…, 個密碼係…).
 FINAL_PARTICLES = "呀啊㗎架喇啦嘞囉喎咩嗎呢吖啩嘛未晒吓喂了吧"
-CLOSING_PHRASES = ("唔該", "多謝", "拜拜", "冇嘢喇", "係咁多")
-ENGLISH_CLOSINGS = ("thanks", "thank you", "bye", "please", "okay", "ok")
+# Not 拜拜 / bye: a goodbye needs no fast answer, and "喂？喂？" misheard as "喂，拜拜" cut a
+# caller off in voice eval --mode call
+CLOSING_PHRASES = ("唔該", "多謝", "冇嘢喇", "係咁多")
+ENGLISH_CLOSINGS = ("thanks", "thank you", "please", "okay", "ok")
 MIN_CHARS = 2  # "好啦" is a turn; a single syllable is not yet one
 # A caller checking the line ("喂？喂？ … 聽到我講嘢呀？") goes on after a breath
 GREETING = re.compile(r"^(喂|hello|hi|喂你好|你好)+$", re.IGNORECASE)

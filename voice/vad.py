@@ -50,8 +50,9 @@ class VadOptions:
     post_pad_ms: int = 200  # audio kept after the last voiced frame (<= stop_ms)
     min_speech_ms: int = 200  # shorter blips (clicks, coughs) are reported as gaps
     max_segment_s: float = 15.0  # longer speech is split at its quietest frame
-    # a pause this long offers the utterance so far as a Candidate (0: never); <= stop_ms
-    candidate_ms: int = 0
+    # a pause this long offers the utterance so far as a Candidate for an early end of turn
+    # (0, or not below stop_ms: never); at least post_pad_ms, so it is the Segment's audio
+    candidate_ms: int = 210
 
     def validate(self) -> VadOptions:
         if self.backend not in BACKENDS:
@@ -60,10 +61,10 @@ class VadOptions:
             raise ConfigError("VAD aggressiveness must be 0..3")
         if self.post_pad_ms > self.stop_ms:
             raise ConfigError("post_pad_ms must not exceed stop_ms")
-        if self.candidate_ms and not self.post_pad_ms <= self.candidate_ms < self.stop_ms:
+        if 0 < self.candidate_ms < self.post_pad_ms:
             raise ConfigError(
-                f"candidate_ms ({self.candidate_ms}) must be between post_pad_ms "
-                f"({self.post_pad_ms}) and stop_ms ({self.stop_ms}), or 0 to turn it off"
+                f"candidate_ms ({self.candidate_ms}) must be at least post_pad_ms "
+                f"({self.post_pad_ms}), or 0 to turn early ends of turn off"
             )
         if not 1.0 <= self.max_segment_s <= 30.0:
             raise ConfigError("max_segment_s must be between 1 and 30 seconds (Whisper's window)")
@@ -145,7 +146,8 @@ class Segmenter:
         self._start_frames = max(1, round(options.start_ms / ms))
         self._start_window = max(self._start_frames, round(1.5 * options.start_ms / ms))
         self._stop_frames = max(1, round(options.stop_ms / ms))
-        self._candidate_frames = round(options.candidate_ms / ms) if options.candidate_ms else 0
+        candidate_frames = round(options.candidate_ms / ms)
+        self._candidate_frames = candidate_frames if candidate_frames < self._stop_frames else 0
         self.candidate: Candidate | None = None  # the open utterance's, while still committable
         self._pre_pad = int(options.pre_pad_ms * SAMPLE_RATE / 1000)
         self._post_pad = int(options.post_pad_ms * SAMPLE_RATE / 1000)
