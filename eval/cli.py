@@ -259,6 +259,7 @@ def _scores(result) -> str:
     if result.vad is not None:
         extra = (
             f"  VAD miss {result.vad.miss_rate:.1%} false alarm {result.vad.false_alarm_rate:.1%}"
+            f" cuts {result.vad.false_cuts}/{result.vad.reference_utterances}"
         )
     novelty = result.by_novelty
     if novelty:

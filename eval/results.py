@@ -131,6 +131,7 @@ def model_summary(result: ModelResult) -> dict:
     if result.vad is not None:
         out["vad_miss_rate"] = _num(result.vad.miss_rate)
         out["vad_false_alarm_rate"] = _num(result.vad.false_alarm_rate)
+        out["vad_false_cuts"] = result.vad.false_cuts
     for group, score in (result.by_novelty or {}).items():
         out[f"cer_{group}_text"] = _num(score.cer.rate) if score.utterances else None
         out[f"utterances_{group}_text"] = score.utterances

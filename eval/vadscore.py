@@ -10,12 +10,16 @@ Interval = tuple[float, float]  # (start, end) seconds
 
 @dataclass(frozen=True)
 class VadScore:
-    """Seconds of reference speech, of it missed by the VAD, and of VAD speech outside it."""
+    """Seconds of reference speech, of it missed by the VAD, and of VAD speech outside it;
+    `false_cuts`: utterance ends the VAD put inside a reference utterance (a caller cut off
+    mid-sentence), `reference_utterances` to count them against."""
 
     reference_seconds: float = 0.0
     detected_seconds: float = 0.0
     missed_seconds: float = 0.0
     false_alarm_seconds: float = 0.0
+    false_cuts: int = 0
+    reference_utterances: int = 0
 
     @property
     def miss_rate(self) -> float:
@@ -33,6 +37,8 @@ class VadScore:
             self.detected_seconds + other.detected_seconds,
             self.missed_seconds + other.missed_seconds,
             self.false_alarm_seconds + other.false_alarm_seconds,
+            self.false_cuts + other.false_cuts,
+            self.reference_utterances + other.reference_utterances,
         )
 
 
@@ -60,15 +66,25 @@ def overlap_seconds(a: list[Interval], b: list[Interval]) -> float:
     return total
 
 
+CUT_MARGIN_S = 0.3  # a detected end this far inside a reference utterance is a cut, not timing
+
+
 def score_vad(reference: Iterable[Interval], detected: Iterable[Interval]) -> VadScore:
     """Missed speech = reference time outside every detected segment; false alarm = detected
-    time outside every reference utterance."""
+    time outside every reference utterance; a false cut = a detected segment's end more than
+    CUT_MARGIN_S inside a reference utterance (from both of its ends)."""
+    reference, detected = list(reference), list(detected)
     ref = merge_intervals(reference)
     det = merge_intervals(detected)
     ref_total = sum(e - s for s, e in ref)
     det_total = sum(e - s for s, e in det)
     both = overlap_seconds(ref, det)
-    return VadScore(ref_total, det_total, ref_total - both, det_total - both)
+    cuts = sum(
+        1
+        for _, cut in detected
+        if any(s + CUT_MARGIN_S < cut < e - CUT_MARGIN_S for s, e in ref)
+    )
+    return VadScore(ref_total, det_total, ref_total - both, det_total - both, cuts, len(ref))
 
 
 __all__ = ["VadScore", "score_vad", "merge_intervals", "overlap_seconds"]

@@ -251,3 +251,12 @@ def test_vad_missed_and_false_alarm_time():
     assert score.miss_rate == pytest.approx(0.5 / 3)
     assert score_vad(reference, []).miss_rate == 1.0
     assert score_vad(reference, reference).false_alarm_rate == 0.0
+
+
+def test_false_cuts_count_segment_ends_inside_a_reference_utterance():
+    reference = [(1.0, 4.0), (6.0, 8.0)]
+    whole = score_vad(reference, [(0.9, 4.1), (5.9, 8.2)])
+    assert (whole.false_cuts, whole.reference_utterances) == (0, 2)
+    cut = score_vad(reference, [(0.9, 2.2), (2.5, 4.1), (5.9, 8.2)])  # first line split at 2.2 s
+    assert cut.false_cuts == 1
+    assert score_vad(reference, [(0.9, 3.8), (5.9, 8.2)]).false_cuts == 0  # 0.2 s early: timing

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from voice.types import Gap, Segment
-from voice.vad import Segmenter, VadOptions, segment_audio
+from voice.vad import Candidate, Segmenter, VadOptions, segment_audio
 
 SR = 16000
 
@@ -21,11 +21,12 @@ def _check_coverage(out, total):
 
 
 def _stream(audio, chunk, options=VadOptions()):
+    """Segments and Gaps (Candidates, never committed here, are tests/test_turns.py's)."""
     seg = Segmenter("c", options)
     out = []
     for i in range(0, audio.size, chunk):
         out += seg.push(audio[i : i + chunk])
-    return out + seg.flush()
+    return [o for o in out + seg.flush() if not isinstance(o, Candidate)]
 
 
 @pytest.mark.parametrize("backend", ["webrtc", "silero"])

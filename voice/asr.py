@@ -26,7 +26,7 @@ from voice.device import DEVICES, ct2_compute_type, ct2_device
 from voice.errors import ConfigError, ModelError
 from voice.features import STOCK_WINDOW_SECONDS, encoder_input, encoder_window
 from voice.models import ModelStore, read_card
-from voice.types import Segment
+from voice.types import SAMPLE_RATE, Segment
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,12 @@ class Transcriber:
             self.options.window_seconds or self.card.get("window_seconds") or STOCK_WINDOW_SECONDS
         )
         return encoder_window(duration, configured)
+
+    def warm_up(self) -> None:
+        """Decode a second of noise once: CTranslate2's first call in a process costs up to a
+        second more than the next (memory, kernels), which a server's first caller should not pay."""
+        noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 0.03
+        self._decode([Segment("warm-up", 0.0, 1.0, noise)], self.window_for(1.0))
 
     def transcribe(self, segment: Segment) -> Transcript:
         return self.transcribe_batch([segment])[0]

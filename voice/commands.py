@@ -89,6 +89,11 @@ def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> Non
     add_option(p, "--vad-aggressiveness", vad, "aggressiveness", type=int, choices=range(4),
                metavar="0-3",
                help="webrtcvad: 0 keeps most audio, 3 drops most non-speech")  # fmt: skip
+    add_option(p, "--vad-stop-ms", vad, "stop_ms", type=int, metavar="MS",
+               help="silence that ends an utterance")  # fmt: skip
+    add_option(p, "--vad-candidate-ms", vad, "candidate_ms", type=int, metavar="MS",
+               help="turn-taking: a pause this long has the utterance decoded at once and ended "
+               "there if its words read as a finished turn (0: always wait --vad-stop-ms)")  # fmt: skip
     add_option(p, "--beam-size", asr, type=int,
                help="1 = greedy (fastest); 5 costs ~2x decoding time for a small gain")  # fmt: skip
     add_option(p, "--window", asr, "window_seconds", type=int, metavar="SECONDS",
@@ -143,7 +148,8 @@ def asr_settings_from_args(args: argparse.Namespace):
         initial_prompt=NAMED_PROMPTS.get(prompt, prompt),  # None: the model card's
         hotwords=tuple(w.strip() for w in args.hotwords.split(",") if w.strip()),
     )
-    vad = VadOptions(backend=args.vad, aggressiveness=args.vad_aggressiveness).validate()
+    vad = VadOptions(backend=args.vad, aggressiveness=args.vad_aggressiveness,
+                     stop_ms=args.vad_stop_ms, candidate_ms=args.vad_candidate_ms).validate()
     return model, options, vad, store
 
 

@@ -23,7 +23,8 @@ from voice.types import (
     TranscriptEvent,
     language_tag,
 )
-from voice.vad import Segmenter, VadOptions
+from voice.turns import ends_turn
+from voice.vad import Candidate, Segmenter, VadOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ class CallSession:
     Two ways to drive it: `push()` transcribes finished utterances at once (CLI, eval); a server
     that batches ASR across calls uses `feed()` to get segments and `complete()` with each
     segment's transcript. Both produce the same events.
+
+    Turn-taking (`VadOptions.candidate_ms`): `feed()` also collects Candidates (`candidates()`
+    hands them out); `turn_over(candidate, transcript)` ends the utterance at the candidate when
+    its words read as a finished turn. `push()` does this itself, decoding each candidate at
+    once, so offline runs cut utterances as a server with instant ASR would.
     """
 
     def __init__(
@@ -79,13 +85,24 @@ class CallSession:
         # (stream sample reached, wall time it arrived): to time latency from the audio's arrival
         self._arrivals_at: list[int] = []
         self._arrivals_time: list[float] = []
+        self._candidates: list[Candidate] = []
+        self._decoded: tuple[Segment, Transcript] | None = None  # push(): the last candidate's
         self._closed = False
 
     # --- push-style API -----------------------------------------------------------------------
 
     def push(self, chunk: bytes) -> list[Event]:
         """Feed bytes in the session's stream format; returns events that became final."""
-        return self._transcribe_all(self.feed(chunk))
+        events = self._transcribe_all(self.feed(chunk))
+        for candidate in self.candidates():
+            if self.transcriber is None or candidate is not self.segmenter.candidate:
+                continue
+            transcript = self.transcriber.transcribe(candidate.segment)
+            self._decoded = (candidate.segment, transcript)
+            for seg in self.turn_over(candidate, transcript):
+                events.append(SegmentEvent(self.call_id, round(seg.start, 3), round(seg.end, 3)))
+                events.extend(self.complete(seg, transcript))
+        return events
 
     def flush(self) -> list[Event]:
         """The call ended: transcribe what is left and close with an `end` event."""
@@ -104,6 +121,19 @@ class CallSession:
 
     def feed_end(self) -> list[Segment]:
         return self._segments(self.decoder.flush(), final=True)
+
+    def candidates(self) -> list[Candidate]:
+        """The Candidates `feed()` met since the last call (oldest first)."""
+        found, self._candidates = self._candidates, []
+        return found
+
+    def turn_over(self, candidate: Candidate, transcript: Transcript) -> list[Segment]:
+        """End the utterance at `candidate` if its decoded words end a turn and the caller has
+        not spoken since; returns the final Segment (the candidate's audio, so `transcript` is
+        its transcript) or nothing."""
+        if candidate is not self.segmenter.candidate or not ends_turn(transcript.text):
+            return []
+        return [s for s in self.segmenter.commit(candidate) if isinstance(s, Segment)]
 
     def complete(self, segment: Segment, transcript: Transcript) -> list[Event]:
         """Events for one transcribed segment: transcript, then the answer engine's."""
@@ -166,6 +196,7 @@ class CallSession:
         self._arrivals_at.append(self.segmenter.samples_seen)
         self._arrivals_time.append(now)
         self._forget_old_arrivals()
+        self._candidates += [c for c in found if isinstance(c, Candidate)]
         return [s for s in found if isinstance(s, Segment)]
 
     def _forget_old_arrivals(self) -> None:
@@ -179,8 +210,19 @@ class CallSession:
         for seg in segments:
             events.append(SegmentEvent(self.call_id, round(seg.start, 3), round(seg.end, 3)))
             if self.transcriber is not None:
-                events.extend(self.complete(seg, self.transcriber.transcribe(seg)))
+                events.extend(self.complete(seg, self._transcribe(seg)))
         return events
+
+    def _transcribe(self, segment: Segment) -> Transcript:
+        """The segment's transcript; a candidate with the same audio was decoded already."""
+        if self._decoded is not None and same_audio(self._decoded[0], segment):
+            return self._decoded[1]
+        return self.transcriber.transcribe(segment)
+
+
+def same_audio(a: Segment, b: Segment) -> bool:
+    """Whether two segments of one call cover the same samples."""
+    return a.call_id == b.call_id and a.samples.size == b.samples.size and a.start == b.start
 
 
 def stream_format_for(path: str | Path) -> StreamFormat:

@@ -180,6 +180,17 @@ class TranscriptEvent(Event):
 
 
 @dataclass(frozen=True)
+class PartialEvent(Event):
+    """What the caller has said so far in an utterance still going on (or paused): shown greyed,
+    replaced by the utterance's `transcript`. Sent to subscribers only, never stored."""
+
+    type: ClassVar[str] = "partial"
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
 class SuggestionEvent(Event):
     """Suggested replies for the agent after a transcript."""
 
@@ -311,6 +322,7 @@ __all__ = [
     "PriorityAlert",
     "Segment",
     "Gap",
+    "PartialEvent",
     "Event",
     "SegmentEvent",
     "TranscriptEvent",

@@ -5,6 +5,11 @@ fixed frames; a small state machine (QUIET -> SPEAKING -> QUIET) turns labels in
 speech starts when `start_ms` of the last frames are mostly voiced, ends after `stop_ms` of
 unbroken silence, is padded on both sides, and is split at its quietest frame when it reaches
 `max_segment_s`. Every sample pushed in ends up in exactly one Segment or Gap, in order.
+
+Turn-taking: with `candidate_ms`, a shorter pause inside an utterance offers the utterance so far
+as a `Candidate` (speculative decoding); whoever decodes it may `commit()` it, which closes the
+utterance there at once when the caller has not spoken again, instead of waiting for `stop_ms`.
+A Candidate is extra output, never part of the Segment/Gap partition.
 """
 
 from __future__ import annotations
@@ -21,6 +26,17 @@ from voice.types import SAMPLE_RATE, Gap, Segment
 BACKENDS = ("webrtc", "silero")
 
 
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """The open utterance at a short pause: what the Segment will be if the turn ends here.
+
+    `segment` has the audio from the utterance's start to the end it would get (the last voiced
+    frame plus post_pad_ms); commit it with `Segmenter.commit` to make it final.
+    """
+
+    segment: Segment
+
+
 @dataclass(frozen=True)
 class VadOptions:
     """Segmenter settings; defaults are tuned for the caller's side of a phone call."""
@@ -34,6 +50,9 @@ class VadOptions:
     post_pad_ms: int = 200  # audio kept after the last voiced frame (<= stop_ms)
     min_speech_ms: int = 200  # shorter blips (clicks, coughs) are reported as gaps
     max_segment_s: float = 15.0  # longer speech is split at its quietest frame
+    # a pause this long offers the utterance so far as a Candidate for an early end of turn
+    # (0, or not below stop_ms: never); at least post_pad_ms, so it is the Segment's audio
+    candidate_ms: int = 210
 
     def validate(self) -> VadOptions:
         if self.backend not in BACKENDS:
@@ -42,6 +61,11 @@ class VadOptions:
             raise ConfigError("VAD aggressiveness must be 0..3")
         if self.post_pad_ms > self.stop_ms:
             raise ConfigError("post_pad_ms must not exceed stop_ms")
+        if 0 < self.candidate_ms < self.post_pad_ms:
+            raise ConfigError(
+                f"candidate_ms ({self.candidate_ms}) must be at least post_pad_ms "
+                f"({self.post_pad_ms}), or 0 to turn early ends of turn off"
+            )
         if not 1.0 <= self.max_segment_s <= 30.0:
             raise ConfigError("max_segment_s must be between 1 and 30 seconds (Whisper's window)")
         return self
@@ -122,6 +146,9 @@ class Segmenter:
         self._start_frames = max(1, round(options.start_ms / ms))
         self._start_window = max(self._start_frames, round(1.5 * options.start_ms / ms))
         self._stop_frames = max(1, round(options.stop_ms / ms))
+        candidate_frames = round(options.candidate_ms / ms)
+        self._candidate_frames = candidate_frames if candidate_frames < self._stop_frames else 0
+        self.candidate: Candidate | None = None  # the open utterance's, while still committable
         self._pre_pad = int(options.pre_pad_ms * SAMPLE_RATE / 1000)
         self._post_pad = int(options.post_pad_ms * SAMPLE_RATE / 1000)
         self._min_speech = int(options.min_speech_ms * SAMPLE_RATE / 1000)
@@ -146,8 +173,8 @@ class Segmenter:
         """Stream samples before this index are already in an emitted Segment or Gap."""
         return self._base
 
-    def push(self, samples: np.ndarray) -> list[Segment | Gap]:
-        """Feed audio; returns what became final."""
+    def push(self, samples: np.ndarray) -> list[Segment | Gap | Candidate]:
+        """Feed audio; returns what became final (and Candidates, with `candidate_ms`)."""
         samples = np.asarray(samples, dtype=np.float32).ravel()
         self._buffer = (
             np.concatenate([self._buffer, samples]) if self._buffer.size else samples.copy()
@@ -159,6 +186,28 @@ class Segmenter:
             frame = self._slice(start, start + n)
             self._frames_done += 1
             self._step(start, frame, self.classifier.is_speech(frame), out)
+        return out
+
+    def open_span(self) -> tuple[int, int] | None:
+        """(start, end) stream samples of the utterance in progress, None between utterances."""
+        return (self._seg_start, self.samples_seen) if self._speaking else None
+
+    def open_segment(self) -> Segment | None:
+        """The utterance in progress so far, as a Segment (a copy); None between utterances."""
+        if not self._speaking:
+            return None
+        end = self.samples_seen
+        return Segment(self.call_id, self._seg_start / SAMPLE_RATE, end / SAMPLE_RATE,
+                       self._slice(self._seg_start, end).copy())  # fmt: skip
+
+    def commit(self, candidate: Candidate) -> list[Segment | Gap]:
+        """End the open utterance where `candidate` ends, now: returns its Segment (the same
+        audio as the candidate's). Nothing happens (empty list) if the caller has spoken since
+        the candidate or the utterance already ended."""
+        if candidate is not self.candidate or not self._speaking:
+            return []
+        out: list[Segment | Gap] = []
+        self._close(int(round(candidate.segment.end * SAMPLE_RATE)), out)
         return out
 
     def flush(self) -> list[Segment | Gap]:
@@ -197,13 +246,25 @@ class Segmenter:
         if voiced:
             self._last_voiced_end = start + n
             self._silence_run = 0
+            self.candidate = None  # the caller spoke again: the pause was not the turn's end
         else:
             self._silence_run += 1
+            if self._silence_run == self._candidate_frames:
+                self._offer_candidate(start + n, out)
             if self._silence_run >= self._stop_frames:
                 self._close(self._last_voiced_end + self._post_pad, out)
                 return
         if start + n - self._seg_start >= self._max_len:
             self._split(out)
+
+    def _offer_candidate(self, reached: int, out: list) -> None:
+        end = min(self._last_voiced_end + self._post_pad, reached)
+        if end - self._seg_start < self._min_speech:
+            return  # would be reported as a gap, not an utterance
+        seg = Segment(self.call_id, self._seg_start / SAMPLE_RATE, end / SAMPLE_RATE,
+                      self._slice(self._seg_start, end).copy())  # fmt: skip
+        self.candidate = Candidate(seg)
+        out.append(self.candidate)
 
     def _open(self, seg_start: int, out: list) -> None:
         if seg_start > self._base:
@@ -220,6 +281,7 @@ class Segmenter:
         else:
             out.append(self._segment(seg_end))
         self._speaking = False
+        self.candidate = None
         self._recent.clear()
         self._energies = []
 
@@ -232,6 +294,7 @@ class Segmenter:
         _, cut = min(candidates)
         cut += self.classifier.frame_samples // 2
         out.append(self._segment(cut))
+        self.candidate = None  # it started before the cut
         self._seg_start = cut
         self._energies = [(s, e) for s, e in self._energies if s >= cut]
 
@@ -261,9 +324,9 @@ def _energy(frame: np.ndarray) -> float:
 
 
 def segment_audio(samples: np.ndarray, call_id: str = "call", options: VadOptions = VadOptions()):
-    """Offline convenience: all Segments and Gaps of a whole signal."""
+    """Offline convenience: all Segments and Gaps of a whole signal (no Candidates)."""
     seg = Segmenter(call_id, options)
-    return seg.push(samples) + seg.flush()
+    return [x for x in seg.push(samples) + seg.flush() if not isinstance(x, Candidate)]
 
 
-__all__ = ["BACKENDS", "Segmenter", "VadOptions", "segment_audio"]
+__all__ = ["BACKENDS", "Candidate", "Segmenter", "VadOptions", "segment_audio"]

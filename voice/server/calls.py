@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from voice.audio import AudioError, StreamDecoder
 from voice.files import private_dir
-from voice.pipeline import CallSession, StreamFormat
+from voice.pipeline import CallSession, StreamFormat, same_audio
 from voice.server import customers, recording
 from voice.server.config import ServerConfig
 from voice.server.metrics import ServerMetrics
@@ -42,7 +42,7 @@ from voice.server.serializers import (
     Start,
 )
 from voice.server.store import DAY_S, Store
-from voice.types import Event, Segment, WarningEvent
+from voice.types import SAMPLE_RATE, Event, PartialEvent, Segment, WarningEvent
 
 if TYPE_CHECKING:
     from voice.integrations.routing import Router
@@ -116,6 +116,9 @@ class LiveCall:
             None  # opened at the first audio (rate is known)
         )
         self._pending: asyncio.Queue[tuple[Segment, asyncio.Future] | None] = asyncio.Queue()
+        # turn-taking: the candidate being decoded ahead of the VAD's end of speech, its future
+        self._speculation: tuple[Segment, asyncio.Future] | None = None
+        self._partial_at = 0  # stream sample of the open utterance's last partial transcript
         self._drain = asyncio.get_running_loop().create_task(self._drain_results())
         self._finished = False
 
@@ -142,6 +145,9 @@ class LiveCall:
         self.audio_bytes += len(data)
         for segment in segments:
             self._queue(segment)
+        for candidate in self.session.candidates():
+            self._speculate(candidate.segment, candidate)
+        self._maybe_partial()
 
     def dtmf(self, digit: str) -> None:
         # Keypad digits may be card numbers or PINs: counted, never stored or logged.
@@ -195,7 +201,57 @@ class LiveCall:
             self.audio_bytes = max(self.audio_bytes, 1)  # do not try to open it again
 
     def _queue(self, segment: Segment) -> None:
-        self._pending.put_nowait((segment, self.hub.scheduler.submit(self.call_id, segment)))
+        spec = self._speculation
+        if spec is not None and same_audio(spec[0], segment):
+            future = spec[1]  # decoded already, or being decoded: the candidate was this audio
+            self.hub.metrics.speculation.inc(outcome="reused")
+        else:
+            future = self.hub.scheduler.submit(self.call_id, segment)
+        self._speculation = None
+        self._pending.put_nowait((segment, future))
+
+    # --- turn-taking and partial transcripts ---------------------------------------------------
+
+    def _speculate(self, segment: Segment, candidate=None) -> None:
+        """Decode an utterance before the VAD has ended it, if the ASR worker is idle: a
+        candidate (a short pause) may end the turn at once; anything else becomes a partial."""
+        # a candidate may queue behind work in flight; a partial only runs on an idle worker
+        if self._finished or not self.hub.scheduler.idle(in_flight=candidate is not None):
+            return
+        future = self.hub.scheduler.submit(self.call_id, segment, speculative=True)
+        if candidate is not None:
+            self._speculation = (segment, future)
+        future.add_done_callback(lambda done: self._speculated(segment, candidate, done))
+
+    def _speculated(self, segment: Segment, candidate, done: asyncio.Future) -> None:
+        if self._finished or done.cancelled() or done.exception() is not None:
+            return
+        transcript = done.result()
+        if candidate is not None:
+            committed = self.session.turn_over(candidate, transcript)
+            if committed:
+                self.hub.metrics.speculation.inc(outcome="committed")
+            for final in committed:
+                self._queue(final)  # the speculation's future: no second decode
+            if committed:
+                return
+        still_open = self.session.segmenter.open_span()
+        if transcript.text and still_open and still_open[0] == round(segment.start * SAMPLE_RATE):
+            self.hub.metrics.speculation.inc(outcome="partial")
+            self.hub.publish_partial(self, PartialEvent(
+                self.call_id, round(segment.start, 3), round(segment.end, 3), transcript.text))  # fmt: skip
+
+    def _maybe_partial(self) -> None:
+        """Every `partial_ms` of an utterance still going on, decode it so far (worker idle)."""
+        every = self.hub.config.partial_ms * SAMPLE_RATE // 1000
+        span = self.session.segmenter.open_span()
+        if not every or span is None:
+            self._partial_at = 0
+            return
+        start, reached = span
+        if reached - max(self._partial_at, start) >= every and self.hub.scheduler.idle():
+            self._partial_at = reached
+            self._speculate(self.session.segmenter.open_segment())
 
     async def _drain_results(self) -> None:
         while (item := await self._pending.get()) is not None:
@@ -304,6 +360,17 @@ class CallHub:
         crm = getattr(self.answer_engine, "crm", None)
         found = crm.customer(customer_id) if crm is not None and customer_id else None
         return None if found is None else {"id": found.id, "name": found.name}
+
+    def publish_partial(self, call: LiveCall, event: PartialEvent) -> None:
+        """Offer a partial transcript to the call's and the all-calls subscribers; not stored
+        (the utterance's transcript replaces it) and without a `seq`."""
+        if call.store_error is not None:
+            return
+        data = event.to_dict()
+        self.metrics.events.inc(type=data["type"])
+        for sub in [*self._call_subs.get(call.call_id, ()), *self._all_subs]:
+            if not sub.offer(data):
+                self._drop(sub)
 
     def publish(self, call: LiveCall, event: Event) -> None:
         """Store an event, then offer it to the call's and the all-calls subscribers."""

@@ -39,6 +39,7 @@ CONFIG_FLAGS = {
     "max_uploads": "max_uploads",
     "upload_timeout": "upload_timeout_s",
     "batch_max": "batch_max",
+    "partial_ms": "partial_ms",
     "max_queue_seconds": "max_queue_seconds",
     "subscriber_queue": "subscriber_queue",
 }
@@ -132,6 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="POST /v1/transcribe answers 408 when the request body has not fully arrived this "
         "long after the request (default %(default)g)")  # fmt: skip
     opt("--batch-max", type=int, help="segments per ASR batch (default %(default)s)")
+    opt("--partial-ms", type=int, metavar="MS",
+        help="`partial` transcripts of an utterance in progress this often, when the ASR worker "
+        "is idle; 0: none (default %(default)s)")  # fmt: skip
     opt("--max-queue-seconds", type=float,
         help="ASR backlog bound before segments are shed (default %(default)g)")  # fmt: skip
     opt("--subscriber-queue", type=int,
@@ -228,6 +232,8 @@ def run_serve(args: argparse.Namespace) -> int:
         crm = SqliteCustomerProvider(args.crm) if args.crm else None
         engine = AnswerEngine.from_file(args.kb, crm=crm)
         preload()  # librosa's ~3 s first import now, not inside the first caller's utterance
+        engine.answer("喂，你好")  # and the sentence encoder's first run
+    transcriber.warm_up()
     app = create_app(config, transcriber, vad, engine, integrations)
     if config.insecure_no_auth:
         log.warning("authentication is OFF (--insecure-no-auth): every client is a supervisor")

@@ -55,6 +55,8 @@ class ServerConfig:
     max_call_seconds: float = 4 * 3600.0  # a call is ended this long after its start (close 4413)
     batch_max: int = 8  # segments decoded in one encoder call
     batch_wait_ms: int = 10  # after the first segment arrives, wait this long for others
+    partial_ms: int = 1000  # while a caller speaks, a `partial` transcript this often (0: none),
+    # only when the ASR worker is idle
     max_queue_seconds: float = 6.0  # bound on the ASR queue's estimated time to clear (see
     # scheduler.py): above half of it calls get a warning, above it the oldest queued segments of
     # the most-loaded call are shed
@@ -99,6 +101,8 @@ class ServerConfig:
             )
         if not 1 <= self.batch_max <= 64:
             raise ConfigError("batch_max must be between 1 and 64")
+        if self.partial_ms and self.partial_ms < 200:
+            raise ConfigError("partial_ms must be 0 (no partial transcripts) or at least 200")
         if self.max_queue_seconds <= 0 or self.max_queue_segments < 1:
             raise ConfigError("queue bounds must be positive")
         if self.start_timeout_s <= 0:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voice.answer.kb import SAMPLE_KB
 from voice.audio import float_to_pcm16, mulaw_encode
 from voice.markdown import update_section
 
@@ -76,6 +77,7 @@ async def play_call(url: str, call_id: str, call: CallAudio, offset: float) -> d
     step = 8 * CHUNK_MS
     sent_at: dict[int, float] = {}  # line index -> wall time its last chunk was sent
     received: dict[int, float] = {}
+    suggested: dict[int, float] = {}  # line index -> wall time its suggestion arrived
     server_ms: list[float] = []
     warnings = 0
     async with connect(url, max_size=None) as ws:
@@ -88,13 +90,17 @@ async def play_call(url: str, call_id: str, call: CallAudio, offset: float) -> d
                 data = json.loads(message)
                 if data["type"] == "warning":
                     warnings += 1
-                if data["type"] != "transcript":
+                if data["type"] not in ("transcript", "suggestion"):
                     continue
                 now = time.perf_counter()
                 overlap = [max(0.0, min(e, data["end"]) - max(s, data["start"]))
                            for s, e in call.lines]  # fmt: skip
                 line = int(np.argmax(overlap))
-                if overlap[line] > 0:
+                if overlap[line] <= 0:
+                    continue
+                if data["type"] == "suggestion":
+                    suggested.setdefault(line, now)
+                else:
                     received[line] = now
                     server_ms.append(data["latency_ms"])
 
@@ -111,24 +117,36 @@ async def play_call(url: str, call_id: str, call: CallAudio, offset: float) -> d
         await ws.send(json.dumps({"type": "stop"}))
         await task
     latencies = [received[j] - sent_at[j] for j in received if j in sent_at]
-    return {"latencies": latencies, "missed": len(call.lines) - len(received),
+    to_suggestion = [suggested[j] - sent_at[j] for j in suggested if j in sent_at]
+    return {"latencies": latencies, "to_suggestion": to_suggestion,
+            "missed": len(call.lines) - len(received),
             "server_ms": server_ms, "warnings": warnings}  # fmt: skip
 
 
-async def run_level(url: str, n: int, calls: list[CallAudio], rng: np.random.Generator) -> dict:
-    tasks = [play_call(url, f"load-{n}-{i}", calls[i % len(calls)], float(rng.uniform(0, 3)))
-             for i in range(n)]  # fmt: skip
-    results = await asyncio.wait_for(asyncio.gather(*tasks), LEVEL_TIMEOUT_S)
-    lat = [x for r in results for x in r["latencies"]]
+async def run_level(url: str, n: int, calls: list[CallAudio], rng: np.random.Generator,
+                    rounds: int = 1, tag: str = "") -> dict:  # fmt: skip
+    """`rounds` times in a row, N calls at once (call i plays calls[(round + i) % len]); the
+    figures pool every round's lines."""
+    results = []
+    for r in range(rounds):
+        tasks = [play_call(url, f"load{tag}-{n}-{r}-{i}", calls[(r + i) % len(calls)],
+                           float(rng.uniform(0, 3))) for i in range(n)]  # fmt: skip
+        results += await asyncio.wait_for(asyncio.gather(*tasks), LEVEL_TIMEOUT_S)
+    lat = [x for res in results for x in res["latencies"]]
+    sug = [x for res in results for x in res["to_suggestion"]]
     return {
         "calls": n,
-        "lines": sum(len(calls[i % len(calls)].lines) for i in range(n)),
+        "rounds": rounds,
+        "lines": sum(len(calls[(r + i) % len(calls)].lines) for r in range(rounds)
+                     for i in range(n)),  # fmt: skip
         "transcribed": len(lat),
-        "missed": sum(r["missed"] for r in results),
-        "warnings": sum(r["warnings"] for r in results),
+        "missed": sum(res["missed"] for res in results),
+        "warnings": sum(res["warnings"] for res in results),
         "p50": float(np.percentile(lat, 50)) if lat else float("nan"),
         "p95": float(np.percentile(lat, 95)) if lat else float("nan"),
         "max": max(lat) if lat else float("nan"),
+        "suggestion_p50": float(np.percentile(sug, 50)) if sug else float("nan"),
+        "suggestion_p95": float(np.percentile(sug, 95)) if sug else float("nan"),
     }
 
 
@@ -184,13 +202,15 @@ def render(rows: list[dict], command: str, meta: dict) -> str:
         "real time in 20 ms mu-law messages to /stream, start offsets random in 0-3 s. Latency: "
         "last chunk of a line sent -> its transcript received, measured by the client.",
         "",
-        "| calls | lines | transcribed | p50 (s) | p95 (s) | max (s) | mean batch | shed | warnings |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| calls | lines | transcribed | p50 (s) | p95 (s) | max (s) | suggestion p50 (s) | "
+        "suggestion p95 (s) | mean batch | shed | warnings |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['calls']} | {r['lines']} | {r['transcribed']} | {r['p50']:.2f} | "
-            f"{r['p95']:.2f} | {r['max']:.2f} | {r['mean_batch']:.2f} | {r['shed']:.0f} | "
+            f"{r['p95']:.2f} | {r['max']:.2f} | {r['suggestion_p50']:.2f} | "
+            f"{r['suggestion_p95']:.2f} | {r['mean_batch']:.2f} | {r['shed']:.0f} | "
             f"{r['warnings']} |"
         )
     lines += ["", f"Largest N with p95 under {TARGET_P95_S} s and no line lost: "
@@ -204,22 +224,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", default="1,2,4,8", help="comma-separated N (default 1,2,4,8)")
     p.add_argument("--model", default="base")
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--single-rounds", type=int, default=4, metavar="R",
+                   help="N=1 is played R times in a row with different voices, so its p95 has "
+                   "4R lines (default 4)")  # fmt: skip
+    p.add_argument("--kb", default=str(SAMPLE_KB),
+                   help="knowledge base the server suggests replies from (default: the sample KB); "
+                   "'' for transcripts only")  # fmt: skip
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra `voice serve` argument, repeatable (e.g. --server-arg=--vad-stop-ms=300)")
     args = p.parse_args(argv)
     levels = [int(x) for x in args.calls.split(",") if x.strip()]
-    print(f"rendering {min(4, max(levels))} synthetic calls with espeak-ng…", flush=True)
-    calls = make_calls(min(4, max(levels)))
+    print(f"rendering {len(VOICES)} synthetic calls with espeak-ng…", flush=True)
+    calls = make_calls(len(VOICES))  # one call per voice; level N plays them in turn
     port = _free_port()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(args.model, port, Path(tmp) / "load.sqlite3", [])
+        extra = (["--kb", args.kb] if args.kb else []) + args.server_arg
+        proc = start_server(args.model, port, Path(tmp) / "load.sqlite3", extra)
         try:
             rng = np.random.default_rng(args.seed)
             url = f"ws://127.0.0.1:{port}/stream"
-            asyncio.run(run_level(url, 1, calls[:1], rng))  # warm-up, not reported
-            for n in levels:
+            asyncio.run(run_level(url, 1, calls[:1], rng, tag="w"))  # warm-up, not reported
+            for k, n in enumerate(levels):
                 before = scrape(port)
-                row = asyncio.run(run_level(url, n, calls, rng))
+                rounds = args.single_rounds if n == 1 else 1
+                row = asyncio.run(run_level(url, n, calls, rng, rounds, tag=str(k)))
                 after = scrape(port)
                 batches = after["voice_asr_batch_size_count"] - before["voice_asr_batch_size_count"]
                 segs = after["voice_asr_batch_size_sum"] - before["voice_asr_batch_size_sum"]

@@ -102,6 +102,12 @@ class ServerMetrics:
         )
         self.transcripts = Counter(r, "voice_transcripts_total", "Transcript events produced")
         self.events = Counter(r, "voice_events_total", "Events published, by type", ["type"])
+        self.speculation = Counter(
+            r, "voice_speculative_decodes_total",
+            "Utterances decoded before the VAD ended them, by use: committed (the turn ended at "
+            "a short pause), reused (the VAD ended it with the same audio), partial (shown "
+            "greyed)", ["outcome"],
+        )  # fmt: skip
         self.errors = Counter(
             r,
             "voice_errors_total",

@@ -14,6 +14,10 @@ segment resolves to an empty transcript with `dropped="overload"`; its call repo
 untranscribed span in a warning event (and in the store). Latency therefore stays bounded and
 the loss falls on the calls causing the load. Background work (file uploads) is decoded only
 when no live segment is waiting and is never shed.
+
+Speculative work (an utterance at a short pause, or still going on, for turn-taking and partial
+transcripts) is accepted only while the worker is idle (`idle()`), is decoded after live
+segments, and never counts towards the back-pressure: under load, speculation simply stops.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class AsrScheduler:
         self.overloaded = False
         self._in_flight = 0  # live segments in the batch being decoded
         self._live: deque[Job] = deque()
+        self._speculative: deque[Job] = deque()
         self._background: deque[Job] = deque()
         self._warned: set[str] = set()
         self._wakeup = asyncio.Event()
@@ -85,26 +90,34 @@ class AsrScheduler:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for job in [*self._live, *self._background]:
+        for job in [*self._live, *self._speculative, *self._background]:
             if not job.future.done():
                 job.future.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- public -------------------------------------------------------------------------------
 
-    def submit(self, call_id: str, segment: Segment, background: bool = False) -> asyncio.Future:
-        """Queue a segment; the future resolves to its Transcript (SHED if dropped)."""
+    def submit(self, call_id: str, segment: Segment, background: bool = False,
+               speculative: bool = False) -> asyncio.Future:  # fmt: skip
+        """Queue a segment; the future resolves to its Transcript (SHED if dropped). A
+        speculative segment is queued only if `idle()`; check first."""
         job = Job(call_id, segment, asyncio.get_running_loop().create_future())
-        (self._background if background else self._live).append(job)
+        queue = self._speculative if speculative else self._background if background else self._live
+        queue.append(job)
         self._wakeup.set()
-        if not background:
+        if not background and not speculative:
             self._apply_back_pressure()
         self._update_gauges()
         return job.future
 
     @property
     def depth(self) -> int:
-        return len(self._live) + len(self._background)
+        return len(self._live) + len(self._speculative) + len(self._background)
+
+    def idle(self, in_flight: bool = False) -> bool:
+        """Nothing queued (and, unless `in_flight`, nothing being decoded): speculative work
+        then delays no live segment by more than the batch in flight."""
+        return (in_flight or self._in_flight == 0) and not self._live and not self._speculative
 
     def estimated_seconds(self) -> float:
         """Estimated time to decode the live backlog (queued and in flight) at the measured rate."""
@@ -196,7 +209,7 @@ class AsrScheduler:
 
     def _take_batch(self) -> list[Job]:
         batch: list[Job] = []
-        for queue in (self._live, self._background):
+        for queue in (self._live, self._speculative, self._background):
             while queue and len(batch) < self.config.batch_max:
                 job = queue.popleft()
                 if not job.future.done():  # cancelled by a call that went away

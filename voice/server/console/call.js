@@ -8,6 +8,7 @@
   const callId = document.body.dataset.callId;
   let record = null;
   const events = new Map(); // seq -> event
+  let partial = null; // the utterance in progress (a `partial` event: not stored, no seq)
   const role = document.body.dataset.role;
   const mayReferrals = role === "supervisor" || role === "admin"; // the `referrals` permission
   let referrals = [];
@@ -56,6 +57,11 @@
       return d && el("li", { class: e.type, "data-type": e.type },
         el("span", { class: "t" }, clock(e.start ?? e.duration)), el("strong", {}, d[0]), el("span", {}, d[1]));
     }).filter(Boolean);
+    if (partial && record.status === "live") {
+      items.push(el("li", { class: "partial", "data-type": "partial", title: t("partial_hint") },
+        el("span", { class: "t" }, clock(partial.start)), el("strong", {}, t("partial")),
+        el("span", {}, `${partial.text} …`)));
+    }
     document.getElementById("timeline").replaceChildren(...(items.length ? items
       : [el("li", { class: "muted" }, t("no_events"))]));
   }
@@ -104,6 +110,12 @@
     const source = new EventSource(`/calls/${encodeURIComponent(callId)}/events`);
     const take = (m) => {
       const e = JSON.parse(m.data);
+      if (e.type === "partial") {
+        partial = e;
+        render();
+        return;
+      }
+      if (e.type === "transcript" && partial && partial.start === e.start) partial = null;
       events.set(e.seq, e);
       if (e.type === "end") {
         source.close(); // the stream is over; EventSource would otherwise reconnect and replay
@@ -112,8 +124,8 @@
       if (e.type.startsWith("referral")) loadReferrals();
       render();
     };
-    for (const type of ["transcript", "suggestion", "alert", "handoff", "end", "warning", "error", "referral",
-      "referral_breached", "referral_acked"]) {
+    for (const type of ["partial", "message", "transcript", "suggestion", "alert", "handoff", "end", "warning", "error",
+      "referral", "referral_breached", "referral_acked"]) {
       source.addEventListener(type, take);
     }
   }

@@ -45,8 +45,12 @@
       c.seqs.add(e.seq);
     }
     switch (e.type) {
+      case "partial": // what the caller is saying now, greyed until the utterance's transcript
+        c.partial = { start: e.start, text: e.text };
+        break;
       case "message": // a text channel's customer message shows as a call's transcript line
       case "transcript":
+        if (c.partial && c.partial.start === e.start) c.partial = null;
         c.lines.push({ start: e.start, text: e.text });
         c.lines.sort((a, b) => a.start - b.start);
         if (c.lines.length > TRANSCRIPT_LINES) c.lines.shift();
@@ -129,7 +133,9 @@
       c.alerts.length ? el("ul", { class: "alerts-list" },
         c.alerts.map((a) => el("li", {}, `${VC.hkTime(a.at, "time")} ${a.message}`))) : null,
       el("div", { class: "transcript" }, c.lines.map((l) => el("p", { class: "line" },
-        el("span", { class: "t" }, clock(l.start)), l.text))));
+        el("span", { class: "t" }, clock(l.start)), l.text)),
+        c.partial && !c.ended ? el("p", { class: "line partial", title: t("partial_hint") },
+          el("span", { class: "t" }, clock(c.partial.start)), c.partial.text, " …") : null));
   }
 
   function clock(seconds) {
@@ -254,8 +260,8 @@
         setTimeout(() => VC.getJSON("/calls").finally(connect), 5000);
       }
     };
-    for (const type of ["transcript", "suggestion", "alert", "handoff", "end", "segment", "referral",
-      "referral_breached", "referral_acked"]) {
+    for (const type of ["partial", "message", "transcript", "suggestion", "alert", "handoff", "end", "segment",
+      "referral", "referral_breached", "referral_acked"]) {
       source.addEventListener(type, (m) => apply(JSON.parse(m.data)));
     }
   }
