@@ -29,6 +29,9 @@ FAMILIES = [
     ("voice_segments_shed", "counter", "Queued segments dropped under overload"),
     ("voice_transcripts", "counter", "Transcript events produced"),
     ("voice_events", "counter", "Events published, by type"),
+    ("voice_speculative_decodes", "counter",
+     "Utterances decoded before the VAD ended them, by use: committed (the turn ended at a short "
+     "pause), reused (the VAD ended it with the same audio), partial (shown greyed)"),
     ("voice_errors", "counter", "Rejected or failed input, by protocol and kind"),
     ("voice_subscribers", "gauge", "Connected event subscribers"),
     ("voice_subscribers_dropped", "counter", "Subscribers disconnected for reading too slowly"),
