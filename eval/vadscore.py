@@ -80,9 +80,7 @@ def score_vad(reference: Iterable[Interval], detected: Iterable[Interval]) -> Va
     det_total = sum(e - s for s, e in det)
     both = overlap_seconds(ref, det)
     cuts = sum(
-        1
-        for _, cut in detected
-        if any(s + CUT_MARGIN_S < cut < e - CUT_MARGIN_S for s, e in ref)
+        1 for _, cut in detected if any(s + CUT_MARGIN_S < cut < e - CUT_MARGIN_S for s, e in ref)
     )
     return VadScore(ref_total, det_total, ref_total - both, det_total - both, cuts, len(ref))
 

@@ -89,7 +89,7 @@ def test_committing_ends_each_utterance_earlier_with_the_same_audio(clean_call):
         twin = [c for c in candidates if c.segment.start == seg.start and c.segment.end == seg.end]
         assert twin, seg
         np.testing.assert_array_equal(twin[0].segment.samples, seg.samples)
-    for seg, (start, end) in zip(committed[-len(truth):], truth, strict=False):
+    for seg, (_, end) in zip(committed[-len(truth) :], truth, strict=False):
         assert abs(seg.end - end) <= 0.3
 
 
@@ -122,7 +122,12 @@ class _Words:
 
 def test_push_commits_finished_turns_early_and_decodes_each_once(clean_call):
     audio, truth = clean_call
-    texts = ["唔該，我想查下我張單", "我個account login唔到呀", "點解我部電話冇網絡嘅", "好啦，唔該晒"]
+    texts = [
+        "唔該，我想查下我張單",
+        "我個account login唔到呀",
+        "點解我部電話冇網絡嘅",
+        "好啦，唔該晒",
+    ]
     lines = [(s, e, t) for (s, e), t in zip(truth, texts, strict=True)]
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
@@ -187,7 +192,12 @@ def _serve_call(clean_call, vad: VadOptions, partial_ms: int):
     from voice.server.store import Store
 
     audio, truth = clean_call
-    texts = ["唔該，我想查下我張單", "我個account login唔到呀", "點解我部電話冇網絡嘅", "好啦，唔該晒"]
+    texts = [
+        "唔該，我想查下我張單",
+        "我個account login唔到呀",
+        "點解我部電話冇網絡嘅",
+        "好啦，唔該晒",
+    ]
     words = _SlowWords([(s, e, t) for (s, e), t in zip(truth, texts, strict=True)])
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 

@@ -148,8 +148,12 @@ def asr_settings_from_args(args: argparse.Namespace):
         initial_prompt=NAMED_PROMPTS.get(prompt, prompt),  # None: the model card's
         hotwords=tuple(w.strip() for w in args.hotwords.split(",") if w.strip()),
     )
-    vad = VadOptions(backend=args.vad, aggressiveness=args.vad_aggressiveness,
-                     stop_ms=args.vad_stop_ms, candidate_ms=args.vad_candidate_ms).validate()
+    vad = VadOptions(
+        backend=args.vad,
+        aggressiveness=args.vad_aggressiveness,
+        stop_ms=args.vad_stop_ms,
+        candidate_ms=args.vad_candidate_ms,
+    ).validate()
     return model, options, vad, store
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from voice.asr import Transcriber, Transcript
 from voice.audio import StreamDecoder, float_to_pcm16, probe, read_audio
+from voice.turns import ends_turn
 from voice.types import (
     SAMPLE_RATE,
     EndEvent,
@@ -23,7 +24,6 @@ from voice.types import (
     TranscriptEvent,
     language_tag,
 )
-from voice.turns import ends_turn
 from voice.vad import Candidate, Segmenter, VadOptions
 
 log = logging.getLogger(__name__)

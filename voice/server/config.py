@@ -55,8 +55,9 @@ class ServerConfig:
     max_call_seconds: float = 4 * 3600.0  # a call is ended this long after its start (close 4413)
     batch_max: int = 8  # segments decoded in one encoder call
     batch_wait_ms: int = 10  # after the first segment arrives, wait this long for others
-    partial_ms: int = 1000  # while a caller speaks, a `partial` transcript this often (0: none),
-    # only when the ASR worker is idle
+    partial_ms: int = 0  # while a caller speaks, a `partial` transcript this often (0: none),
+    # only when the ASR worker is idle; off by default: on 2 cores a partial decode still running
+    # when the caller stops delays that turn's transcript (single-call p95 +0.5 s, BENCHMARKS.md)
     max_queue_seconds: float = 6.0  # bound on the ASR queue's estimated time to clear (see
     # scheduler.py): above half of it calls get a warning, above it the oldest queued segments of
     # the most-loaded call are shed

@@ -33,6 +33,8 @@ from voice.markdown import update_section
 CHUNK_MS = 20  # what telephony bridges send
 TARGET_P95_S = 1.5  # the latency a call centre tolerates for live suggestions
 LEVEL_TIMEOUT_S = 120.0  # one level of the test is abandoned after this long
+SCRAPE_TIMEOUT_S = 30.0  # /metrics between levels
+OPEN_TIMEOUT_S = 30.0  # a call whose WebSocket is not open by then counts as failed
 LINES = (
     "喂，你好，我想查下我張單。",
     "點解我今個月嘅月費貴咗咁多㗎？",
@@ -70,26 +72,41 @@ def make_calls(count: int, seed: int = 11) -> list[CallAudio]:
 
 
 async def play_call(url: str, call_id: str, call: CallAudio, offset: float) -> dict:
-    """Stream one call at real time; returns per-line latencies (s) and counts."""
-    from websockets.asyncio.client import connect
+    """Stream one call at real time; returns per-line latencies (s) and counts. A call the
+    server refused or dropped counts as failed, with its lines missed."""
+    import websockets
 
     await asyncio.sleep(offset)
-    step = 8 * CHUNK_MS
     sent_at: dict[int, float] = {}  # line index -> wall time its last chunk was sent
     received: dict[int, float] = {}
     suggested: dict[int, float] = {}  # line index -> wall time its suggestion arrived
     server_ms: list[float] = []
-    warnings = 0
-    async with connect(url, max_size=None) as ws:
+    tally = {"warnings": 0}
+    failed = ""
+    try:
+        await _stream(url, call_id, call, sent_at, received, suggested, server_ms, tally)
+    except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+        failed = f"{type(exc).__name__}: {exc}"  # counted: its lines are missed, the level goes on
+    latencies = [received[j] - sent_at[j] for j in received if j in sent_at]
+    to_suggestion = [suggested[j] - sent_at[j] for j in suggested if j in sent_at]
+    return {"latencies": latencies, "to_suggestion": to_suggestion,
+            "missed": len(call.lines) - len(received), "failed": failed,
+            "server_ms": server_ms, "warnings": tally["warnings"]}  # fmt: skip
+
+
+async def _stream(url, call_id, call, sent_at, received, suggested, server_ms, tally) -> None:
+    from websockets.asyncio.client import connect
+
+    step = 8 * CHUNK_MS
+    async with connect(url, max_size=None, open_timeout=OPEN_TIMEOUT_S) as ws:
         await ws.send(json.dumps({"type": "start", "call_id": call_id, "encoding": "mulaw",
                                   "sample_rate": 8000}))  # fmt: skip
 
         async def reader() -> None:
-            nonlocal warnings
             async for message in ws:
                 data = json.loads(message)
                 if data["type"] == "warning":
-                    warnings += 1
+                    tally["warnings"] += 1
                 if data["type"] not in ("transcript", "suggestion"):
                     continue
                 now = time.perf_counter()
@@ -116,11 +133,6 @@ async def play_call(url: str, call_id: str, call: CallAudio, offset: float) -> d
                     sent_at[j] = time.perf_counter()
         await ws.send(json.dumps({"type": "stop"}))
         await task
-    latencies = [received[j] - sent_at[j] for j in received if j in sent_at]
-    to_suggestion = [suggested[j] - sent_at[j] for j in suggested if j in sent_at]
-    return {"latencies": latencies, "to_suggestion": to_suggestion,
-            "missed": len(call.lines) - len(received),
-            "server_ms": server_ms, "warnings": warnings}  # fmt: skip
 
 
 async def run_level(url: str, n: int, calls: list[CallAudio], rng: np.random.Generator,
@@ -131,17 +143,24 @@ async def run_level(url: str, n: int, calls: list[CallAudio], rng: np.random.Gen
     for r in range(rounds):
         tasks = [play_call(url, f"load{tag}-{n}-{r}-{i}", calls[(r + i) % len(calls)],
                            float(rng.uniform(0, 3))) for i in range(n)]  # fmt: skip
-        results += await asyncio.wait_for(asyncio.gather(*tasks), LEVEL_TIMEOUT_S)
+        try:
+            results += await asyncio.wait_for(asyncio.gather(*tasks), LEVEL_TIMEOUT_S)
+        except TimeoutError:  # the server could not keep up at all: every line of the round lost
+            results += [{"latencies": [], "to_suggestion": [], "missed": len(c.lines),
+                         "failed": "level timed out", "warnings": 0}
+                        for c in (calls[(r + i) % len(calls)] for i in range(n))]  # fmt: skip
     lat = [x for res in results for x in res["latencies"]]
     sug = [x for res in results for x in res["to_suggestion"]]
     return {
         "calls": n,
         "rounds": rounds,
-        "lines": sum(len(calls[(r + i) % len(calls)].lines) for r in range(rounds)
-                     for i in range(n)),  # fmt: skip
+        "lines": sum(
+            len(calls[(r + i) % len(calls)].lines) for r in range(rounds) for i in range(n)
+        ),  # fmt: skip
         "transcribed": len(lat),
         "missed": sum(res["missed"] for res in results),
         "warnings": sum(res["warnings"] for res in results),
+        "failed": sum(1 for res in results if res["failed"]),
         "p50": float(np.percentile(lat, 50)) if lat else float("nan"),
         "p95": float(np.percentile(lat, 95)) if lat else float("nan"),
         "max": max(lat) if lat else float("nan"),
@@ -157,15 +176,19 @@ def _free_port() -> int:
 
 
 def start_server(model: str, port: int, db: Path, extra: list[str]) -> subprocess.Popen:
+    """`voice serve` on loopback, its log in a file beside `db`: never a pipe nobody reads, whose
+    full buffer would block the server's next log line and so its event loop."""
     import httpx
 
     cmd = [sys.executable, "-m", "voice", "serve", "--insecure-no-auth", "--port", str(port),
            "--model", model, "--db", str(db), "--max-calls", "64", *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = db.with_name("server.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 120
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server failed: {proc.stderr.read().decode()[-2000:]}")
+            raise SystemExit(f"server failed: {log_path.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
@@ -176,20 +199,26 @@ def start_server(model: str, port: int, db: Path, extra: list[str]) -> subproces
 
 
 def scrape(port: int) -> dict[str, float]:
-    """A few server-side figures from /metrics."""
+    """A few server-side figures from /metrics (NaN if the server does not answer in time: an
+    overloaded server's event loop may be that far behind, which the table then shows)."""
     import httpx
 
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    names = ("voice_segments_shed_total", "voice_asr_batch_size_sum", "voice_asr_batch_size_count")
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=SCRAPE_TIMEOUT_S).text
+    except httpx.HTTPError as exc:
+        print(f"  /metrics did not answer ({type(exc).__name__}): figures unknown", flush=True)
+        return dict.fromkeys(names, float("nan"))
     out = {}
-    for name in ("voice_segments_shed_total", "voice_asr_batch_size_sum",
-                 "voice_asr_batch_size_count"):  # fmt: skip
+    for name in names:
         m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
         out[name] = float(m.group(1)) if m else 0.0
     return out
 
 
 def render(rows: list[dict], command: str, meta: dict) -> str:
-    ok = [r["calls"] for r in rows if r["p95"] < TARGET_P95_S and not r["missed"]]
+    ok = [r["calls"] for r in rows
+          if r["p95"] < TARGET_P95_S and not r["missed"] and not r["failed"]]  # fmt: skip
     lines = [
         f"{SECTION} ({meta['model']})",
         "",
@@ -197,21 +226,24 @@ def render(rows: list[dict], command: str, meta: dict) -> str:
         "",
         f"Machine: {meta['cpus']} CPU cores, no GPU, load average {meta['load']} at start "
         "(a shared machine: figures are noisy). Model "
-        f"`{meta['model']}`, greedy, int8; VAD webrtc, stop_ms 400 (part of every latency).",
+        f"`{meta['model']}`, greedy, int8; VAD webrtc, stop_ms 400, early end of turn at a "
+        "210 ms pause when the words end the turn, unless the command says otherwise.",
         "Each call: 4 espeak-ng Cantonese lines over a simulated phone line, ~17 s, streamed at "
-        "real time in 20 ms mu-law messages to /stream, start offsets random in 0-3 s. Latency: "
-        "last chunk of a line sent -> its transcript received, measured by the client.",
+        "real time in 20 ms mu-law messages to /stream, start offsets random in 0-3 s (N=1: "
+        "the 4 voices' calls one after another). Latency: last chunk of a line sent -> its "
+        "transcript (suggestion) received, measured by the client; the server answers from the "
+        "sample KB.",
         "",
         "| calls | lines | transcribed | p50 (s) | p95 (s) | max (s) | suggestion p50 (s) | "
-        "suggestion p95 (s) | mean batch | shed | warnings |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "suggestion p95 (s) | mean batch | shed | warnings | calls failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['calls']} | {r['lines']} | {r['transcribed']} | {r['p50']:.2f} | "
             f"{r['p95']:.2f} | {r['max']:.2f} | {r['suggestion_p50']:.2f} | "
             f"{r['suggestion_p95']:.2f} | {r['mean_batch']:.2f} | {r['shed']:.0f} | "
-            f"{r['warnings']} |"
+            f"{r['warnings']} | {r['failed']} |"
         )
     lines += ["", f"Largest N with p95 under {TARGET_P95_S} s and no line lost: "
               f"**{max(ok) if ok else 'none'}** (of those tried).", ""]  # fmt: skip
@@ -224,14 +256,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", default="1,2,4,8", help="comma-separated N (default 1,2,4,8)")
     p.add_argument("--model", default="base")
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument(
+        "--label",
+        default="",
+        help="names this run's section in --out beside the model (e.g. 'no turn-taking')",
+    )
     p.add_argument("--single-rounds", type=int, default=4, metavar="R",
                    help="N=1 is played R times in a row with different voices, so its p95 has "
                    "4R lines (default 4)")  # fmt: skip
     p.add_argument("--kb", default=str(SAMPLE_KB),
                    help="knowledge base the server suggests replies from (default: the sample KB); "
                    "'' for transcripts only")  # fmt: skip
-    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                   help="extra `voice serve` argument, repeatable (e.g. --server-arg=--vad-stop-ms=300)")
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `voice serve` argument, repeatable (e.g. --server-arg=--vad-stop-ms=300)",
+    )
     args = p.parse_args(argv)
     levels = [int(x) for x in args.calls.split(",") if x.strip()]
     print(f"rendering {len(VOICES)} synthetic calls with espeak-ng…", flush=True)
@@ -253,23 +295,27 @@ def main(argv: list[str] | None = None) -> int:
                 after = scrape(port)
                 batches = after["voice_asr_batch_size_count"] - before["voice_asr_batch_size_count"]
                 segs = after["voice_asr_batch_size_sum"] - before["voice_asr_batch_size_sum"]
-                row["mean_batch"] = segs / batches if batches else 0.0
+                row["mean_batch"] = segs / batches if batches else float("nan")
                 row["shed"] = (
                     after["voice_segments_shed_total"] - before["voice_segments_shed_total"]
                 )
                 rows.append(row)
                 print(f"N={n}: p50 {row['p50']:.2f} s, p95 {row['p95']:.2f} s, max "
                       f"{row['max']:.2f} s, {row['transcribed']}/{row['lines']} lines, mean batch "
-                      f"{row['mean_batch']:.2f}, shed {row['shed']:.0f}", flush=True)  # fmt: skip
+                      f"{row['mean_batch']:.2f}, shed {row['shed']:.0f}, failed calls {row['failed']}",
+                      flush=True)  # fmt: skip
         finally:
             proc.terminate()
-            proc.wait(30)
-    meta = {"cpus": os.cpu_count(), "load": load,
-            "model": args.model}  # fmt: skip
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    title = f"{args.model}, {args.label}" if args.label else args.model
+    meta = {"cpus": os.cpu_count(), "load": load, "model": title}
     command = "python -m voice.server.loadtest " + " ".join(argv or sys.argv[1:])
     section = render(rows, command.strip(), meta)
     print("\n" + section)
-    update_section(args.out, f"{SECTION} ({args.model})", section)
+    update_section(args.out, f"{SECTION} ({title})", section)
     return 0
 
 
