@@ -40,20 +40,23 @@ def demo_call(tmp_path_factory):
     return make_demo_call(tmp_path_factory.mktemp("calls") / "demo_call.wav")
 
 
+CLEAN_CALL_TEXTS = (
+    "唔該，我想查下我張單",
+    "我個account login唔到呀",
+    "點解我部電話冇網絡嘅",
+    "好啦，唔該晒",
+)
+
+
 @pytest.fixture(scope="session")
 def clean_call():
-    """16 kHz float32 call: espeak-ng lines separated by known silences, light noise."""
+    """16 kHz float32 call: espeak-ng lines (CLEAN_CALL_TEXTS) separated by known silences, light
+    noise."""
     from voice.tts import Voice, synthesize
 
     rng = np.random.default_rng(1)
-    texts = [
-        "唔該，我想查下我張單",
-        "我個account login唔到呀",
-        "點解我部電話冇網絡嘅",
-        "好啦，唔該晒",
-    ]
     parts, truth, t = [np.zeros(12800, np.float32)], [], 0.8
-    for text in texts:
+    for text in CLEAN_CALL_TEXTS:
         x = synthesize(text, Voice("yue+m2")) * 0.5
         truth.append((t, t + x.size / 16000))
         parts.append(x)

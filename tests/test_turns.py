@@ -3,6 +3,7 @@ sample; `ends_turn` on finished and unfinished Cantonese and English."""
 
 import numpy as np
 import pytest
+from conftest import CLEAN_CALL_TEXTS
 
 from voice.asr import Transcript
 from voice.pipeline import CallSession
@@ -120,16 +121,19 @@ class _Words:
         return Transcript(" ".join(words), asr_ms=1.0)
 
 
-def test_push_commits_finished_turns_early_and_decodes_each_once(clean_call):
+TEXTS = list(CLEAN_CALL_TEXTS)  # what clean_call's lines say, in order
+
+
+def _spoken(clean_call):
+    """(16-bit PCM of the call, its lines as (start, end, text))."""
     audio, truth = clean_call
-    texts = [
-        "唔該，我想查下我張單",
-        "我個account login唔到呀",
-        "點解我部電話冇網絡嘅",
-        "好啦，唔該晒",
-    ]
-    lines = [(s, e, t) for (s, e), t in zip(truth, texts, strict=True)]
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    return pcm, [(s, e, t) for (s, e), t in zip(truth, TEXTS, strict=True)]
+
+
+def test_push_commits_finished_turns_early_and_decodes_each_once(clean_call):
+    pcm, lines = _spoken(clean_call)
+    texts = TEXTS
 
     def run(options):
         words = _Words(lines)
@@ -191,15 +195,9 @@ def _serve_call(clean_call, vad: VadOptions, partial_ms: int):
     from voice.server.serializers import Start
     from voice.server.store import Store
 
-    audio, truth = clean_call
-    texts = [
-        "唔該，我想查下我張單",
-        "我個account login唔到呀",
-        "點解我部電話冇網絡嘅",
-        "好啦，唔該晒",
-    ]
-    words = _SlowWords([(s, e, t) for (s, e), t in zip(truth, texts, strict=True)])
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm, lines = _spoken(clean_call)
+    texts = TEXTS
+    words = _SlowWords(lines)
 
     async def run():
         config = ServerConfig(insecure_no_auth=True, db_path=":memory:", partial_ms=partial_ms,
