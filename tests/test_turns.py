@@ -243,3 +243,29 @@ def test_server_without_turn_taking_waits_for_the_full_pause(clean_call):
     assert [e["text"] for e in seen if e["type"] == "transcript"] == texts
     assert counts == {"committed": 0, "reused": 0, "partial": 0}
     assert not [e for e in seen if e["type"] == "partial"]
+
+
+def test_a_call_subscriber_gets_partials_after_the_replay():
+    """Per-call streams skip live events already replayed (by seq); a partial has none."""
+    import asyncio
+
+    from voice.server.calls import END, Subscription
+    from voice.server.routes.events import stream_events
+
+    async def run():
+        sub = Subscription(16, "c")
+        for data in (
+            {"type": "transcript", "seq": 1},  # stored and replayed already
+            {"type": "partial", "start": 4.0, "end": 5.0, "text": "點解"},
+            {"type": "transcript", "seq": 2},
+            END,
+        ):
+            sub.offer(data)
+        return [d async for d in stream_events(sub, [{"type": "transcript", "seq": 1}])]
+
+    got = asyncio.run(run())
+    assert [(d["type"], d.get("seq")) for d in got] == [
+        ("transcript", 1),
+        ("partial", None),
+        ("transcript", 2),
+    ]

@@ -35,7 +35,8 @@ async def stream_events(sub: Subscription, replay: list[dict]) -> AsyncIterator[
         data = await sub.get()
         if data is END or data is DROPPED:
             return
-        if data.get("seq", 0) > last or sub.call_id is None:
+        # a `partial` has no seq (never stored, never replayed): always live
+        if "seq" not in data or data["seq"] > last or sub.call_id is None:
             yield data
 
 
