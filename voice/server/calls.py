@@ -231,9 +231,9 @@ class LiveCall:
             committed = self.session.turn_over(candidate, transcript)
             if committed:
                 self.hub.metrics.speculation.inc(outcome="committed")
-            for final in committed:
-                self._queue(final)  # the speculation's future: no second decode
-            if committed:
+                self._speculation = None
+                for final in committed:  # the candidate's audio: this decode is its transcript
+                    self._pending.put_nowait((final, done))
                 return
         still_open = self.session.segmenter.open_span()
         if transcript.text and still_open and still_open[0] == round(segment.start * SAMPLE_RATE):
