@@ -368,9 +368,7 @@ class CallHub:
             return
         data = event.to_dict()
         self.metrics.events.inc(type=data["type"])
-        for sub in [*self._call_subs.get(call.call_id, ()), *self._all_subs]:
-            if not sub.offer(data):
-                self._drop(sub)
+        self._offer(call.call_id, data)
 
     def publish(self, call: LiveCall, event: Event) -> None:
         """Store an event, then offer it to the call's and the all-calls subscribers."""
@@ -528,9 +526,7 @@ class CallHub:
             self.metrics.transcripts.inc()
             self.metrics.latency.observe(data["latency_ms"] / 1000)
             log.debug("transcript %s", redact(data["text"]), extra={"call_id": call.call_id})
-        for sub in [*self._call_subs.get(call.call_id, ()), *self._all_subs]:
-            if not sub.offer(data):
-                self._drop(sub)
+        self._offer(call.call_id, data)
 
     def _tidy_store(self) -> None:
         """At start, before any call: close calls an earlier run left live, delete expired ones
@@ -584,19 +580,22 @@ class CallHub:
             self._offer_remote(notice.call_id)
             self._end_remote(notice.call_id)
 
+    def _offer(self, call_id: str, data: dict[str, Any]) -> None:
+        """Offer an event to the call's and the all-calls subscribers; drop any that overflow."""
+        for sub in [*self._call_subs.get(call_id, ()), *self._all_subs]:
+            if not sub.dropped.is_set() and not sub.offer(data):
+                self._drop(sub)
+
     def _offer_remote(self, call_id: str, before: int | None = None) -> None:
         """Offer another server's stored events of a call, from the first not offered here yet
         (from after `before` for a call not followed yet), in order, to this server's call and
         all-calls subscribers."""
-        subs = [*self._call_subs.get(call_id, ()), *self._all_subs]
         last = self._remote_seqs.get(call_id, before)
-        if not subs or last is None:
+        if last is None or not (self._all_subs or self._call_subs.get(call_id)):
             return
         for data in self.store.events(call_id, after_seq=last):
             last = data["seq"]
-            for sub in subs:
-                if not sub.dropped.is_set() and not sub.offer(data):
-                    self._drop(sub)
+            self._offer(call_id, data)
         self._remote_seqs[call_id] = last
 
     def _end_remote(self, call_id: str) -> None:
