@@ -12,7 +12,7 @@ from voice.types import Segment, SegmentEvent, TranscriptEvent
 from voice.vad import Candidate, Segmenter, VadOptions
 
 SR = 16000
-FAST = VadOptions(candidate_ms=210)  # 7 webrtc frames of 30 ms (the default)
+FAST = VadOptions(candidate_ms=210, end_on_words=True)  # 7 webrtc frames of 30 ms
 SLOW = VadOptions(candidate_ms=0)  # the VAD alone: every utterance waits for stop_ms
 
 
@@ -269,3 +269,10 @@ def test_a_call_subscriber_gets_partials_after_the_replay():
         ("partial", None),
         ("transcript", 2),
     ]
+
+
+def test_by_default_every_line_waits_for_the_pause_but_its_decode_starts_early(clean_call):
+    (seen, _, counts), texts = _serve_call(clean_call, VadOptions(), partial_ms=0)
+    assert [e["text"] for e in seen if e["type"] == "transcript"] == texts
+    assert counts["committed"] == 0  # no early ends: the utterances are the VAD's alone
+    assert counts["reused"] == len(texts)  # each decoded from its 210 ms pause, used at 400 ms

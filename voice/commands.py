@@ -92,8 +92,12 @@ def add_asr_args(p: argparse.ArgumentParser, default_model: str = "base") -> Non
     add_option(p, "--vad-stop-ms", vad, "stop_ms", type=int, metavar="MS",
                help="silence that ends an utterance")  # fmt: skip
     add_option(p, "--vad-candidate-ms", vad, "candidate_ms", type=int, metavar="MS",
-               help="turn-taking: a pause this long has the utterance decoded at once and ended "
-               "there if its words read as a finished turn (0: always wait --vad-stop-ms)")  # fmt: skip
+               help="turn-taking: a pause this long has the utterance decoded at once, ahead of "
+               "--vad-stop-ms (0: decode only when the utterance ends)")  # fmt: skip
+    add_option(p, "--vad-end-on-words", vad, "end_on_words", action="store_true",
+               help="end the utterance at that pause when its words read as a finished turn "
+               "(a final particle, closing punctuation); worth it where decoding is faster than "
+               "the rest of the pause")  # fmt: skip
     add_option(p, "--beam-size", asr, type=int,
                help="1 = greedy (fastest); 5 costs ~2x decoding time for a small gain")  # fmt: skip
     add_option(p, "--window", asr, "window_seconds", type=int, metavar="SECONDS",
@@ -153,6 +157,7 @@ def asr_settings_from_args(args: argparse.Namespace):
         aggressiveness=args.vad_aggressiveness,
         stop_ms=args.vad_stop_ms,
         candidate_ms=args.vad_candidate_ms,
+        end_on_words=args.vad_end_on_words,
     ).validate()
     return model, options, vad, store
 

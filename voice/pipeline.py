@@ -131,6 +131,8 @@ class CallSession:
         """End the utterance at `candidate` if its decoded words end a turn and the caller has
         not spoken since; returns the final Segment (the candidate's audio, so `transcript` is
         its transcript) or nothing."""
+        if not self.segmenter.options.end_on_words:
+            return []
         if candidate is not self.segmenter.candidate or not ends_turn(transcript.text):
             return []
         return [s for s in self.segmenter.commit(candidate) if isinstance(s, Segment)]
