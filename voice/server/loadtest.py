@@ -226,8 +226,8 @@ def render(rows: list[dict], command: str, meta: dict) -> str:
         "",
         f"Machine: {meta['cpus']} CPU cores, no GPU, load average {meta['load']} at start "
         "(a shared machine: figures are noisy). Model "
-        f"`{meta['model']}`, greedy, int8; VAD webrtc, stop_ms 400, early end of turn at a "
-        "210 ms pause when the words end the turn, unless the command says otherwise.",
+        f"`{meta['model']}`, greedy, int8; VAD webrtc, stop_ms 400, utterances decoded "
+        "from a 210 ms pause, unless the command says otherwise.",
         "Each call: 4 espeak-ng Cantonese lines over a simulated phone line, ~17 s, streamed at "
         "real time in 20 ms mu-law messages to /stream, start offsets random in 0-3 s (N=1: "
         "the 4 voices' calls one after another). Latency: last chunk of a line sent -> its "
