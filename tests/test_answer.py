@@ -837,6 +837,9 @@ def test_english_question_finds_a_chinese_only_entry(tmp_path):
     assert engine.answer("will my phone work when I travel to Japan").suggestions[0].id == "T-2"
     lexical = AnswerEngine.from_file(kb_file, AnswerOptions(semantic=False))
     assert not lexical.answer("I want to cancel my contract").suggestions  # words alone: nothing
+    # the English answer's own words count as the entry's words: found without meaning
+    assert lexical.answer("how do I turn on roaming").suggestions[0].id == "T-2"
+    assert lexical.answer("我想turn on roaming").suggestions[0].id == "T-2"  # code-switched
 
 
 def test_kb_embeddings_are_cached_by_text(tmp_path):

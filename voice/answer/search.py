@@ -179,14 +179,18 @@ class SearchIndex:
             questions = [tokenize(normalize(q)) for q in entry.questions]
             keywords = [(normalize(k), tokenize(normalize(k)).syllables) for k in entry.keywords]
             kw_tokens = tokenize(" ".join(k for k, _ in keywords))
-            passages.extend((*questions, kw_tokens))
+            # the English answer's words: an English (or code-switched) question finds an entry
+            # whose questions are all Chinese by the words it shares with its English answer
+            english = _english_terms(entry.answer_en)
+            passages.extend((*questions, kw_tokens, english))
             all_questions.append(questions)
             self._keywords.append([(k, s) for k, s in keywords if len(k) >= 2])
             self._vocab_chars.append(
-                {t for tok in questions for t in tok.chars} | set(kw_tokens.chars)
+                {t for tok in questions for t in tok.chars} | set(kw_tokens.chars) | set(english.chars)
             )
             self._vocab_sounds.append(
                 {t for tok in questions for t in tok.sounds} | set(kw_tokens.sounds)
+                | set(english.sounds)
             )
         self._starts = np.array(starts, dtype=np.int64)
         self._chars = _Channel([p.chars for p in passages])
@@ -316,6 +320,13 @@ class SearchIndex:
             hits.append(Hit(entry, score, features))
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:top_k]
+
+
+def _english_terms(text: str) -> Tokens:
+    """The English content words (stemmed) of an entry's English answer, slots left out."""
+    tokens = tokenize(normalize(_SLOT_RE.sub("", text)))
+    words = tuple(t for t in tokens.chars if t.isascii() and not t.isdigit())
+    return Tokens(words, words, ())
 
 
 def _sigmoid(z: float) -> float:
