@@ -186,10 +186,13 @@ class SearchIndex:
             all_questions.append(questions)
             self._keywords.append([(k, s) for k, s in keywords if len(k) >= 2])
             self._vocab_chars.append(
-                {t for tok in questions for t in tok.chars} | set(kw_tokens.chars) | set(english.chars)
+                {t for tok in questions for t in tok.chars}
+                | set(kw_tokens.chars)
+                | set(english.chars)
             )
             self._vocab_sounds.append(
-                {t for tok in questions for t in tok.sounds} | set(kw_tokens.sounds)
+                {t for tok in questions for t in tok.sounds}
+                | set(kw_tokens.sounds)
                 | set(english.sounds)
             )
         self._starts = np.array(starts, dtype=np.int64)
