@@ -25,6 +25,9 @@ _HELP = {
     "call audio joins the real train and dev share, its test calls are scored on the card",
     "kl_weight": "weight of KL(base || tuned) on the training batches (0: off)",
     "l2_base": "weight of the squared distance to the base weights, L2-SP (0: off)",
+    "base_mix": "share of the base model's weights mixed back into the trained ones at export "
+    "(WiSE-FT weight averaging; keeps what base knows): 0 for none, a share below 1, or auto: "
+    "0, 0.25, 0.5 or 0.75, whichever decodes real dev best (ties go to more base)",
     "initial_prompt": "text shown to the decoder as previous context in training and, through "
     "the model card, in decoding (e.g. the spoken-Cantonese voice.asr.CANTONESE_PROMPT)",
     "device": "where training runs: auto (a CUDA GPU when torch sees one, mixed precision), cpu "

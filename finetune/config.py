@@ -59,6 +59,9 @@ class FinetuneOptions:
     select_on: str = "real"  # dev CER that early-stops and picks the checkpoint: real | synthetic
     kl_weight: float = 0.0  # pull towards the base model's token distribution (KL), 0 = off
     l2_base: float = 0.0  # pull towards the base model's weights (L2-SP penalty), 0 = off
+    # share of the base model's weights mixed back into the trained ones at export (WiSE-FT
+    # weight averaging): "0" exports the trained weights; "auto" tries BASE_MIX_GRID on real dev
+    base_mix: str = "auto"
     # text shown to the decoder as previous context in training and (from the model card) in
     # decoding, e.g. voice.asr.CANTONESE_PROMPT; off by default: measured worse on real test
     # readers (BENCHMARKS.md), though zero-shot base gains from it
@@ -90,6 +93,10 @@ class FinetuneOptions:
             raise ConfigError(f"select_on must be one of {', '.join(SELECT_ON)}")
         if self.real_copies < 0 or self.kl_weight < 0 or self.l2_base < 0:
             raise ConfigError("real_copies, kl_weight and l2_base cannot be negative")
+        if self.base_mix != "auto":
+            share = parse_share(self.base_mix)
+            if share > 0 and self.mode == "lora":
+                raise ConfigError("base_mix: LoRA adapters are not mixed with the base; use 0")
         for name in ("mask_time", "label_smoothing", "dropout", "real_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), not {getattr(self, name)}")
@@ -103,6 +110,17 @@ class FinetuneOptions:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def parse_share(text: str) -> float:
+    """`--base-mix` value other than "auto": a share in [0, 1)."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"base_mix must be 'auto' or a share in [0, 1), not {text!r}")
+    return share
+
+
 def parse_window(text: str) -> int | str:
     """`--window` value: "auto" or whole seconds."""
     if text == "auto":
@@ -113,4 +131,4 @@ def parse_window(text: str) -> int | str:
         raise ConfigError(f"--window must be 'auto' or whole seconds, not {text!r}") from None
 
 
-__all__ = ["AUTO_REAL", "MODES", "SELECT_ON", "FinetuneOptions", "parse_window"]
+__all__ = ["AUTO_REAL", "MODES", "SELECT_ON", "FinetuneOptions", "parse_share", "parse_window"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.config import FinetuneOptions
+from finetune.config import FinetuneOptions, parse_share
 from voice.errors import VoiceError
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ DEV_FALLBACK_EVERY = 20  # without a dev split, every 20th training utterance is
 # ~70 utterances) is a tie, and a tie goes to the lower synthetic dev CER. Measured: real dev
 # 21.4% vs 21.5% at steps 300 and 336 of one run, synthetic dev 18.2% vs 7.9%.
 SELECTION_TIE = 0.005
+# Shares of the base model's weights tried at export by `base_mix="auto"` (WiSE-FT, Wortsman et al.
+# 2022). Measured: the base-mode run exp-g (99 steps) scored 20.7% on the real HBL test readers;
+# mixed half-and-half with base, 15.4% (a quarter trained, a quarter base: see BENCHMARKS.md).
+BASE_MIX_GRID = (0.0, 0.25, 0.5, 0.75)
 
 
 @dataclass
@@ -180,6 +184,17 @@ def _trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _mix(model, start: dict, trained: dict, share: float) -> None:
+    """Set the trained parameters to `share` of their starting (base) value plus the rest of
+    their trained value: weight-space averaging of the fine-tuned and the base model."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in trained.items():
+            params[name].copy_(value + share * (start[name] - value))
+
+
 class Trainer:
     """One fine-tuning run from a manifest to an exported model directory."""
 
@@ -195,6 +210,7 @@ class Trainer:
         self.cache_dir = Path(options.cache_dir) if options.cache_dir else self.work / "cache"
         self.timings: dict[str, float] = {}
         self.device = self.precision = self.ct2_device = ""  # set by `_resolve_device`
+        self.base_mix: dict = {"share": 0.0}  # set by `_mix_base`
 
     # --- setup ------------------------------------------------------------------------------
 
@@ -508,8 +524,8 @@ class Trainer:
             self.reference = copy.deepcopy(self.model).eval()
             for p in self.reference.parameters():
                 p.requires_grad = False
-        if o.l2_base > 0:
-            self.start_weights = _trainable_state(self.model)
+        # the trained weights as they start (the base model's): for L2-SP and the export's mix
+        self.start_weights = _trainable_state(self.model)
         optimizer = torch.optim.AdamW(trainable, lr=o.lr, weight_decay=o.weight_decay, fused=True)
         # float16 on a GPU needs loss scaling; off (a pass-through) on the CPU and with bfloat16
         scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "float16")
@@ -580,7 +596,39 @@ class Trainer:
                  state.step, stop_reason, state.elapsed / 60, state.best_cer, state.best_step)  # fmt: skip
         self.timings["train_seconds"] = state.elapsed
         self._load_best()
+        self._mix_base(state)
         return state, losses, start_step
+
+    def _mix_base(self, state: RunState) -> None:
+        """Move the selected weights back towards the base model's by `base_mix` (WiSE-FT); with
+        "auto", the share of BASE_MIX_GRID that decodes real dev best, ties going to the larger
+        share (the model nearer base is the safer guess for voices no dev set holds)."""
+        o = self.options
+        if o.base_mix != "auto":
+            self.base_mix = {"share": parse_share(o.base_mix)}
+            _mix(self.model, self.start_weights, _trainable_state(self.model),
+                 self.base_mix["share"])  # fmt: skip
+            return
+        if o.mode == "lora" or self.select_on != "real":
+            why = "LoRA" if o.mode == "lora" else "no real dev speech to choose it on"
+            log.info("base mix: none (%s)", why)
+            self.base_mix = {"share": 0.0}
+            return
+        start = time.perf_counter()
+        trained = _trainable_state(self.model)
+        best = next((h for h in state.history if h["step"] == state.best_step), {})
+        scores = {0.0: best["real_dev_cer"]} if "real_dev_cer" in best else {}
+        for share in BASE_MIX_GRID:
+            if share not in scores:
+                _mix(self.model, self.start_weights, trained, share)
+                scores[share] = round(self.dev_cer("real"), 4)
+                log.info("base mix %.2f: real dev CER %.3f", share, scores[share])
+        lowest = min(scores.values())
+        share = max(s for s, cer in scores.items() if cer <= lowest + SELECTION_TIE)
+        _mix(self.model, self.start_weights, trained, share)
+        self.base_mix = {"share": share, "real_dev_cer": {str(s): c for s, c in scores.items()}}
+        self.timings["base_mix_seconds"] = time.perf_counter() - start
+        log.info("base mix: %.2f of the base weights (real dev CER %.3f)", share, scores[share])
 
     def _evaluate(self, optimizer, state: RunState, ema: float | None) -> bool:
         """Dev CER on every dev set, best-weights bookkeeping on the selection set (real speech
@@ -721,7 +769,11 @@ class Trainer:
         # best step's figures and spends its decoding time on the test sets
         best = next((h for h in history if h["step"] == best_step), {})
         out: dict = {"dev_cer": best.get("dev_cer"), "real_dev_cer": best.get("real_dev_cer"),
-                     "dev_utterances": len(self.dev_sets["synthetic"])}  # fmt: skip
+                     "dev_utterances": len(self.dev_sets["synthetic"]),
+                     "base_mix": self.base_mix}  # fmt: skip
+        mixed = self.base_mix.get("real_dev_cer", {}).get(str(self.base_mix["share"]))
+        if mixed is not None:
+            out["real_dev_cer"] = mixed  # the exported (mixed) weights'; synthetic dev: before
         test_entries = split_entries(self.manifest, "test")
         test = run(stage, test_entries, "synthetic test") if test_entries else None
         out["test_cer"] = None if test is None else cer_of(test)
