@@ -180,6 +180,25 @@ def test_ten_seconds_of_line_noise_gives_no_text(base_transcriber):
 
 
 @pytest.mark.slow
+def test_a_decoder_prompt_does_not_turn_noise_into_its_own_words(base_model_dir):
+    """With the spoken-Cantonese prompt, base is sure of the prompt's words on non-speech
+    (我哋喺度等緊我哋...) while P(no speech) stays near 1: such segments are dropped."""
+    from voice.asr import Transcriber
+
+    prompted = Transcriber.load(f"{base_model_dir}+prompt")
+    rng = np.random.default_rng(0)
+    t = np.arange(2 * SR) / SR
+    clips = {
+        "white noise": rng.standard_normal(2 * SR) * 10 ** (-45 / 20),
+        "DTMF 5": 0.05 * (np.sin(2 * np.pi * 770 * t) + np.sin(2 * np.pi * 1336 * t)),
+        "mains hum": 0.1 * np.sin(2 * np.pi * 50 * t) + 0.01 * rng.standard_normal(2 * SR),
+    }
+    for name, clip in clips.items():
+        result = prompted.transcribe(_segment(clip.astype(np.float32)))
+        assert result.text == "" and result.dropped == "no_speech", (name, result)
+
+
+@pytest.mark.slow
 def test_base_model_returns_traditional_characters(base_transcriber, demo_call):
     from voice.audio import read_audio
 
