@@ -75,8 +75,8 @@ class AsrOptions:
     log_prob_threshold: float = -1.0  # ...and the average token log-probability below this
     # ...or P(no speech) is above this, however sure the words: a decoder prompt makes the model
     # sure of text it invents (base+prompt wrote the prompt's 我哋喺度等緊 on 8 of 10 noise clips,
-    # P(no speech) 0.96-0.99; on 12 real read utterances it was at most 0.47)
-    no_speech_certain: float = 0.9
+    # P(no speech) 0.96-0.99); a real two-syllable line of the HBL test (九龍) scored 0.91
+    no_speech_certain: float = 0.95
     compression_ratio_threshold: float = 2.4  # above: a repetition loop
     tokens_per_second: float = 10.0  # token cap per second of audio (Cantonese: ~5 syllables/s)
     min_new_tokens_cap: int = 16  # token cap for very short segments
