@@ -29,8 +29,8 @@ DEV_FALLBACK_EVERY = 20  # without a dev split, every 20th training utterance is
 # 21.4% vs 21.5% at steps 300 and 336 of one run, synthetic dev 18.2% vs 7.9%.
 SELECTION_TIE = 0.005
 # Shares of the base model's weights tried at export by `base_mix="auto"` (WiSE-FT, Wortsman et al.
-# 2022). Measured: the base-mode run exp-g (99 steps) scored 20.7% on the real HBL test readers;
-# mixed half-and-half with base, 15.4% (a quarter trained, a quarter base: see BENCHMARKS.md).
+# 2022). Measured on the default run exp-g (99 steps on a slow 2-core machine): unseen real HBL
+# readers 20.7% -> 15.4% CER and HKCanCor conversation 76.9% -> 66.3% at 0.5 (BENCHMARKS.md).
 BASE_MIX_GRID = (0.0, 0.25, 0.5, 0.75)
 
 
