@@ -101,7 +101,9 @@ def test_invented_captions_are_removed(text, expected):
 def test_tiny_model_decodes_and_batches_like_single_calls(tiny_model_dir):
     t = Transcriber.load(
         tiny_model_dir,
-        AsrOptions(compute_type="float32", min_rms_dbfs=-90, no_speech_threshold=1.0),
+        AsrOptions(
+            compute_type="float32", min_rms_dbfs=-90, no_speech_threshold=1.0, no_speech_certain=1.0
+        ),
     )
     rng = np.random.default_rng(0)
     segs = [_segment(rng.standard_normal(SR * n).astype(np.float32) * 0.1) for n in (1, 2, 3)]

@@ -49,7 +49,8 @@ def test_split_api_matches_push(demo_pcm8k, tiny_model_dir):
     from voice.asr import AsrOptions, Transcriber
 
     t = Transcriber.load(
-        tiny_model_dir, AsrOptions(compute_type="float32", no_speech_threshold=1.0)
+        tiny_model_dir,
+        AsrOptions(compute_type="float32", no_speech_threshold=1.0, no_speech_certain=1.0),
     )
     data = encode_bytes(demo_pcm8k, "pcm16")
     pushed = [
@@ -72,7 +73,8 @@ def test_latency_counts_from_the_arrival_of_the_utterance_end(demo_pcm8k, tiny_m
     from voice.asr import AsrOptions, Transcriber
 
     t = Transcriber.load(
-        tiny_model_dir, AsrOptions(compute_type="float32", no_speech_threshold=1.0)
+        tiny_model_dir,
+        AsrOptions(compute_type="float32", no_speech_threshold=1.0, no_speech_certain=1.0),
     )
     now = {"t": 0.0}
     session = CallSession("c", t, stream=StreamFormat("pcm16", 8000), clock=lambda: now["t"])
@@ -92,7 +94,8 @@ def test_answer_engine_events_follow_each_transcript(demo_pcm8k, tiny_model_dir)
     from voice.asr import AsrOptions, Transcriber
 
     t = Transcriber.load(
-        tiny_model_dir, AsrOptions(compute_type="float32", no_speech_threshold=1.0)
+        tiny_model_dir,
+        AsrOptions(compute_type="float32", no_speech_threshold=1.0, no_speech_certain=1.0),
     )
     engine = AnswerEngine.from_file("voice/answer/data/sample_kb.csv")
     session = CallSession("c", t, stream=StreamFormat("pcm16", 8000), answer=engine.session("c"))

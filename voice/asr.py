@@ -88,8 +88,9 @@ class AsrOptions:
             raise ConfigError("Whisper base has no `yue` token: use language `zh` (output is HK)")
         if self.window_seconds is not None and not 1 <= self.window_seconds <= 30:
             raise ConfigError("window_seconds must be between 1 and 30")
-        if not 0.0 < self.no_speech_threshold <= self.no_speech_certain <= 1.0:
-            raise ConfigError("need 0 < no_speech_threshold <= no_speech_certain <= 1")
+        for name in ("no_speech_threshold", "no_speech_certain"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1] (1: off)")
         if self.beam_size < 1:
             raise ConfigError("beam_size must be at least 1")
         if self.device not in DEVICES:
