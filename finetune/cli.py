@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{result.out}: synthetic dev CER {pct('dev_cer')}, synthetic test CER "
           f"{pct('test_cer')}, {card['training_minutes']:.1f} min training")  # fmt: skip
+    share = card.get("base_mix", {}).get("share", 0.0)
+    if share:
+        print(f"  weights mixed {share:.0%} back towards base (--base-mix), real dev CER "
+              f"{pct('real_dev_cer')}")  # fmt: skip
     for row in card.get("evaluations", []):
         line = f"  {row['set']}: CER {row['cer']:.1%} ({row['utterances']} utt)"
         if "base_cer" in row:
