@@ -220,7 +220,7 @@ def render(rows: list[dict], command: str, meta: dict) -> str:
     ok = [r["calls"] for r in rows
           if r["p95"] < TARGET_P95_S and not r["missed"] and not r["failed"]]  # fmt: skip
     lines = [
-        f"{SECTION} ({meta['model']})",
+        f"{SECTION} ({meta['title']})",
         "",
         f"Command: `{command}`",
         "",
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     title = f"{args.model}, {args.label}" if args.label else args.model
-    meta = {"cpus": os.cpu_count(), "load": load, "model": title}
+    meta = {"cpus": os.cpu_count(), "load": load, "model": args.model, "title": title}
     command = "python -m voice.server.loadtest " + " ".join(argv or sys.argv[1:])
     section = render(rows, command.strip(), meta)
     print("\n" + section)
