@@ -17,6 +17,8 @@ _HELP = {
     "real_manifest": "real speech mixed into training (train/dev/test split by speaker); auto: "
     "the bundled HBL read speech, imported on first use; '' for none",
     "real_fraction": "share of training samples drawn from the real train split (the mix ratio)",
+    "nonspeech_fraction": "share of training samples that are generated non-speech (line noise, "
+    "tones, DTMF, hum, hold music) labelled no-speech, so the model writes nothing on them",
     "real_copies": "cached modes: phone-channel + speed-perturbed copies per real train clip",
     "select_on": "dev CER that early-stops and picks the exported checkpoint: real | synthetic",
     "check_manifests": "more real test sets scored for the card (comma-separated); auto: the "
@@ -116,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
                      f"{row['base_prompted_cer']:.1%} (difference {vs['cer_delta']:+.1%}, 95% CI "
                      f"{vs['ci95'][0]:+.1%} to {vs['ci95'][1]:+.1%})")  # fmt: skip
         print(line)
+    quiet = card.get("nonspeech_test")
+    if quiet:
+        print(
+            f"  non-speech clips ({quiet['clips']}, not trained on) with text written: "
+            f"{quiet['with_text']} (zero-shot base {quiet['base_with_text']})"
+        )
     return 0
 
 

@@ -50,6 +50,10 @@ class FinetuneOptions:
     real_manifest: str = AUTO_REAL
     real_fraction: float = 0.5  # share of training samples drawn from the real train split
     real_copies: int = 4  # phone-channel + speed-perturbed copies cached per real train clip
+    # share of training samples that are generated non-speech (line noise, tones, DTMF, hum,
+    # hold music...) labelled "no speech", so the model learns to say nothing on them; off by
+    # default: at 0.1 two runs heard the real dev readers worse (BENCHMARKS.md, runs H, H2)
+    nonspeech_fraction: float = 0.0
     # more real test sets scored for the card (comma-separated manifests); "auto": the bundled
     # HKCanCor conversation, turns aligned (recordings/hkcancor-samples); "": none
     check_manifests: str = AUTO_REAL
@@ -97,9 +101,15 @@ class FinetuneOptions:
             share = parse_share(self.base_mix)
             if share > 0 and self.mode == "lora":
                 raise ConfigError("base_mix: LoRA adapters are not mixed with the base; use 0")
-        for name in ("mask_time", "label_smoothing", "dropout", "real_fraction"):
+        for name in ("mask_time", "label_smoothing", "dropout", "real_fraction",
+                     "nonspeech_fraction"):  # fmt: skip
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), not {getattr(self, name)}")
+        if self.real_fraction + self.nonspeech_fraction >= 1.0:
+            raise ConfigError(
+                f"real_fraction + nonspeech_fraction must stay under 1 (the rest is synthetic "
+                f"speech), not {self.real_fraction} + {self.nonspeech_fraction}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

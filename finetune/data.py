@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune.decode import EOT, PROMPT
+from finetune.decode import EOT, NO_SPEECH, PROMPT, SOT
 from voice.errors import VoiceError
 from voice.features import STOCK_WINDOW_SECONDS, encoder_input, encoder_window
 from voice.types import SAMPLE_RATE
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 ENCODE_BATCH = 8  # utterances per CTranslate2/PyTorch encoder call while caching
 SPEED_RANGE = (0.9, 1.1)  # speed perturbation of augmented copies (Kaldi's 0.9/1.0/1.1 recipe)
-SOURCES = ("synthetic", "real")  # where a training row came from: sets its augmentation
+# where a training row came from: sets its augmentation (and, for non-speech, its target)
+SOURCES = ("synthetic", "real", "nonspeech")
 MAX_PROBLEMS_SHOWN = 20  # manifest problems listed in the error message
 
 
@@ -155,7 +156,12 @@ def phone_copy(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def row_samples(row: dict, seed: int, index: int) -> np.ndarray:
     """The row's audio; copies > 0 are augmented with a per-(seed, row, copy) generator:
-    real clips through the phone line (`phone_copy`), synthetic ones by `augment`."""
+    real clips through the phone line (`phone_copy`), synthetic ones by `augment`. Non-speech
+    rows are generated (already through the phone line)."""
+    if row.get("source") == "nonspeech":
+        from finetune.nonspeech import nonspeech_samples
+
+        return nonspeech_samples(row)
     samples = read_samples(row)
     if row.get("copy", 0):
         rng = np.random.default_rng([seed, index, row["copy"]])
@@ -243,18 +249,38 @@ def cache_encoder_states(table, encode: EncodeFn, fingerprint: str, cache_dir: P
     ).with_format("numpy", columns=["states", "labels", "window", "text", "source"])
 
 
-def epoch_rows(sources: np.ndarray, real_fraction: float, seed: int, epoch: int) -> np.ndarray:
-    """Row indices one epoch visits: every synthetic row once, plus real rows drawn so that they
-    make up `real_fraction` of the epoch (repeating the real set when it is smaller)."""
-    synthetic = np.flatnonzero(sources != "real")
+def epoch_rows(sources: np.ndarray, real_fraction: float, seed: int, epoch: int,
+               nonspeech_fraction: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Row indices one epoch visits: every synthetic row once, plus real and non-speech rows
+    drawn so that they make up `real_fraction` and `nonspeech_fraction` of the epoch (repeating
+    a set when it is smaller). Without synthetic rows, every real row once instead."""
+    synthetic = np.flatnonzero(sources == "synthetic")
     real = np.flatnonzero(sources == "real")
-    if not real.size or not synthetic.size or real_fraction <= 0:
-        return np.concatenate([synthetic, real]) if real_fraction > 0 else synthetic
-    want = int(round(real_fraction / (1.0 - real_fraction) * synthetic.size))
+    nonspeech = np.flatnonzero(sources == "nonspeech")
     rng = np.random.default_rng([seed, epoch, 11])
-    repeats = -(-want // real.size)
-    drawn = np.concatenate([rng.permutation(real) for _ in range(repeats)])[:want]
-    return np.concatenate([synthetic, drawn])
+
+    def draw(rows: np.ndarray, want: int) -> np.ndarray:
+        if not rows.size or want <= 0:
+            return rows[:0]
+        repeats = -(-want // rows.size)
+        return np.concatenate([rng.permutation(rows) for _ in range(repeats)])[:want]
+
+    if not synthetic.size:  # real speech alone sets the epoch's length
+        fixed, real_fraction, other = real, 0.0, real[:0]
+    else:
+        fixed, other = synthetic, real
+        if not real.size:
+            real_fraction = 0.0
+    if not nonspeech.size:
+        nonspeech_fraction = 0.0
+    total = fixed.size / max(1e-9, 1.0 - real_fraction - nonspeech_fraction)
+    return np.concatenate(
+        [
+            fixed,
+            draw(other, int(round(real_fraction * total))),
+            draw(nonspeech, int(round(nonspeech_fraction * total))),
+        ]
+    )
 
 
 def batches(windows: np.ndarray, batch_size: int, seed: int, epoch: int,
@@ -272,13 +298,21 @@ def batches(windows: np.ndarray, batch_size: int, seed: int, epoch: int,
     return [out[i] for i in order]
 
 
-def collate_labels(label_lists: list, prompt: list[int] | tuple[int, ...] = PROMPT) -> tuple:
+def collate_labels(label_lists: list, prompt: list[int] | tuple[int, ...] = PROMPT,
+                   no_speech: list[bool] | None = None) -> tuple:  # fmt: skip
     """(decoder input ids, targets with -100 on the prompt and padding) as torch tensors;
-    `prompt` is the decoder's start sequence (`finetune.decode.decoder_prompt`)."""
+    `prompt` is the decoder's start sequence (`finetune.decode.decoder_prompt`).
+
+    With `no_speech` (one flag per row), the start-of-transcript position is trained too, as
+    Whisper was pre-trained: the language token after speech, <|nocaptions|> after non-speech,
+    and nothing else of a non-speech row (an <|endoftext|> right after the forced prompt would
+    teach the decoder to leave quiet speech empty). That position's logits are what the
+    transcriber reads as the probability of no speech."""
     import torch
 
     longest = max(len(x) for x in label_lists)
     prompt = list(prompt)
+    sot = prompt.index(SOT)
     n = len(prompt) + longest - 1
     inputs = torch.full((len(label_lists), n), EOT, dtype=torch.long)
     targets = torch.full((len(label_lists), n), -100, dtype=torch.long)
@@ -287,6 +321,11 @@ def collate_labels(label_lists: list, prompt: list[int] | tuple[int, ...] = PROM
         seq = prompt + labels[:-1]
         inputs[i, : len(seq)] = torch.tensor(seq)
         targets[i, len(prompt) - 1 : len(prompt) - 1 + len(labels)] = torch.tensor(labels)
+        if no_speech is not None and no_speech[i]:
+            targets[i] = -100
+            targets[i, sot] = NO_SPEECH
+        elif no_speech is not None:
+            targets[i, sot] = prompt[sot + 1]
     return inputs, targets
 
 

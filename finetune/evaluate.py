@@ -47,6 +47,37 @@ def score_model(model: str | Path, entries: list, name: str, compute_type: str =
             transcriber.save()
 
 
+def score_nonspeech(
+    model: str | Path,
+    rows: list[dict],
+    compute_type: str = "int8",
+    threads: int = 0,
+    device: str = "auto",
+    cache_dir: Path | None = None,
+) -> dict:
+    """How many generated non-speech clips (`finetune.nonspeech` rows) the production
+    transcriber writes text for, guards included: what an agent would see on the screen.
+    With `cache_dir`, transcripts are kept there as `score_model` keeps them."""
+    from finetune.nonspeech import nonspeech_samples
+    from voice.asr import AsrOptions, Transcriber
+    from voice.types import Segment
+
+    options = AsrOptions(compute_type=compute_type, cpu_threads=threads, device=device)
+    transcriber = Transcriber.load(model, options)
+    if cache_dir is not None:
+        transcriber = CachedTranscriber(transcriber, cache_dir)
+    written = []
+    for row in rows:
+        samples = nonspeech_samples(row)
+        text = transcriber.transcribe(Segment(row["call_id"], 0.0, row["duration"], samples)).text
+        if text:
+            kind = row["audio"].split(":")[1]  # nonspeech:KIND:SEED
+            written.append(f"{kind}: {text}")
+    if cache_dir is not None:
+        transcriber.save()
+    return {"clips": len(rows), "with_text": len(written), "examples": written[:5]}
+
+
 class CachedTranscriber:
     """A transcriber whose outputs are kept on disk, keyed by everything that decides them: the
     model's files, the decoding options in effect, the transcriber's code and the audio itself.
@@ -128,4 +159,11 @@ def cer_of(result) -> float | None:
     return round(corpus.cer.rate, 4) if corpus.utterances else None
 
 
-__all__ = ["CachedTranscriber", "cer_of", "compare", "score_model", "split_entries"]
+__all__ = [
+    "CachedTranscriber",
+    "cer_of",
+    "compare",
+    "score_model",
+    "score_nonspeech",
+    "split_entries",
+]

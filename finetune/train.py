@@ -241,6 +241,7 @@ class Trainer:
         from finetune.ct2_import import load_ct2_whisper
         from finetune.data import file_sha256, load_rows
         from finetune.decode import decoder_prompt
+        from finetune.nonspeech import NONSPEECH_TRAIN_CLIPS, nonspeech_rows
         from finetune.real import resolve_check_manifests, resolve_real_manifest
         from voice.models import ModelStore
 
@@ -265,6 +266,9 @@ class Trainer:
                     f"{self.real_manifest}: real speech needs train and dev splits (by speaker); "
                     "import it with `voice data import ... --split speaker`"
                 )
+        self.nonspeech_train = (
+            nonspeech_rows(NONSPEECH_TRAIN_CLIPS, o.seed) if o.nonspeech_fraction else []
+        )
         self.corrections = [Path(p.strip()) for p in o.corrections.split(",") if p.strip()]
         for manifest in self.corrections:
             rows = load_rows(manifest, source="real")  # real phone audio, heard by people
@@ -312,6 +316,10 @@ class Trainer:
             real_copies = o.real_copies if cached else 0
             parts["real train"] = build_table(
                 self.real_train, tok, o.window, o.max_label_tokens, real_copies
+            )
+        if self.nonspeech_train:
+            parts["non-speech"] = build_table(
+                self.nonspeech_train, tok, o.window, o.max_label_tokens
             )
         dev = {
             f"{name} dev": build_table(rows, tok, o.window, o.max_label_tokens)
@@ -361,7 +369,7 @@ class Trainer:
         and top-encoder modes, time-masked in training) or mel features of (augmented) audio."""
         import torch
 
-        from finetune.data import augment, read_samples
+        from finetune.data import augment, row_samples
         from voice.features import encoder_input
 
         o = self.options
@@ -375,8 +383,8 @@ class Trainer:
         mels = []
         for k, i in enumerate(indices):
             row = table[int(i)]
-            samples = read_samples(row)
-            if train and o.augment:
+            samples = row_samples(row, o.seed, int(i))  # the file's audio, or generated noise
+            if train and o.augment and row["source"] != "nonspeech":
                 samples = augment(samples, np.random.default_rng([o.seed, step, k]))
             mels.append(encoder_input(samples, int(row["window"])))
         return torch.from_numpy(np.stack(mels)).to(self.device or "cpu")
@@ -405,8 +413,12 @@ class Trainer:
         from finetune.data import collate_labels
 
         o = self.options
-        labels = [self.train_table[int(i)]["labels"] for i in indices]
-        inputs, targets = collate_labels(labels, self.decoder_prompt)
+        rows = [self.train_table[int(i)] for i in indices]
+        labels = [row["labels"] for row in rows]
+        # the start-of-transcript position is trained only when non-speech is in the mix: the
+        # default stays the measured configuration (BENCHMARKS.md, runs G, H)
+        no_speech = [row["source"] == "nonspeech" for row in rows] if self.nonspeech_train else None
+        inputs, targets = collate_labels(labels, self.decoder_prompt, no_speech)
         inputs, targets = inputs.to(self.device or "cpu"), targets.to(self.device or "cpu")
         keep = targets != -100
         encoder_input = self._encoder_input(self.train_table, indices, step, train=True)
@@ -536,7 +548,7 @@ class Trainer:
         sources = np.asarray(self.train_table["source"])
 
         def epoch_batches(epoch: int) -> list[list[int]]:
-            rows = epoch_rows(sources, o.real_fraction, o.seed, epoch)
+            rows = epoch_rows(sources, o.real_fraction, o.seed, epoch, o.nonspeech_fraction)
             return batches(windows, o.batch_size, o.seed, epoch, rows)
 
         per_epoch = len(epoch_batches(0))
@@ -705,6 +717,8 @@ class Trainer:
             "real_train_hours": round(sum(r["duration"] for r in self.real_train) / 3600, 4),
             "real_train_utterances": len(self.real_train),
             "real_fraction": o.real_fraction if self.real_train else 0.0,
+            "nonspeech_fraction": o.nonspeech_fraction,
+            "nonspeech_train_clips": len(self.nonspeech_train),
             "selected_on": f"{self.select_on} dev CER",
             "options": o.to_dict(),
             "quantization": o.quantization,
@@ -746,8 +760,10 @@ class Trainer:
             cer_of,
             compare,
             score_model,
+            score_nonspeech,
             split_entries,
         )
+        from finetune.nonspeech import NONSPEECH_TEST_CLIPS, nonspeech_rows
         from voice.asr import CANTONESE_PROMPT
 
         o = self.options
@@ -802,6 +818,14 @@ class Trainer:
             row["vs_base_prompted"] = compare(tuned, prompted, o.seed)
             evaluations.append(row)
         out["evaluations"] = evaluations
+        # non-speech that gets past the VAD (clips not trained on): does the model keep quiet?
+        clips = nonspeech_rows(NONSPEECH_TEST_CLIPS, o.seed, split="test")
+        device = self.ct2_device or "auto"
+        tuned = score_nonspeech(stage, clips, compute, self.threads, device)
+        base = score_nonspeech(self.base_dir, clips, compute, self.threads, device, transcripts)
+        out["nonspeech_test"] = {**tuned, "base_with_text": base["with_text"]}
+        log.info("non-speech test: text on %d of %d clips (zero-shot base %d)",
+                 tuned["with_text"], len(clips), base["with_text"])  # fmt: skip
         by_set = {row["set"]: row for row in evaluations}
         if "real test" in by_set:
             row = by_set["real test"]

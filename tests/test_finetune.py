@@ -250,6 +250,54 @@ def test_epoch_rows_mix_real_at_the_fraction():
     assert real == 30 and len(rows) == 120  # 30 of 120 = 25%: the real set repeated 3 times
     assert sorted(set(rows[sources[rows] == "real"].tolist())) == list(range(90, 100))
     assert (epoch_rows(sources, 0.0, 0, 0) == np.arange(90)).all()
+    sources = np.array(["synthetic"] * 80 + ["real"] * 10 + ["nonspeech"] * 5)
+    rows = epoch_rows(sources, 0.5, seed=0, epoch=0, nonspeech_fraction=0.1)
+    drawn = {
+        name: int((sources[rows] == name).sum()) for name in ("synthetic", "real", "nonspeech")
+    }
+    assert drawn == {"synthetic": 80, "real": 100, "nonspeech": 20}  # 40% / 50% / 10% of 200
+
+
+def test_start_of_transcript_is_trained_as_language_or_no_speech():
+    from finetune.data import collate_labels
+    from finetune.decode import EOT, NO_SPEECH, PROMPT
+
+    speech, noise = [11, 12, EOT], [EOT]
+    inputs, targets = collate_labels([speech, noise], PROMPT, no_speech=[False, True])
+    assert targets[0].tolist() == [PROMPT[1], -100, -100, 11, 12, EOT]
+    assert targets[1].tolist() == [NO_SPEECH, -100, -100, -100, -100, -100]
+    assert inputs[1, :4].tolist() == list(PROMPT)
+    prompted = [50361, 7, 8, *PROMPT]  # previous-text context before the start of transcript
+    _, targets = collate_labels([noise], prompted, no_speech=[True])
+    assert targets[0, 3].item() == NO_SPEECH and (targets[0, :3] == -100).all()
+    _, targets = collate_labels([speech], PROMPT)  # without flags: the prompt is not trained
+    assert targets[0, :3].tolist() == [-100, -100, -100]
+
+
+def test_nonspeech_clips_teach_the_model_to_say_no_speech(manifest, tiny_dir, tmp_path):
+    from finetune.nonspeech import nonspeech_rows, nonspeech_samples
+    from finetune.train import finetune
+    from voice.asr import AsrOptions, Transcriber
+    from voice.types import Segment
+
+    clip = nonspeech_rows(1, seed=5, split="test")[0]
+    segment = Segment("noise", 0.0, clip["duration"], nonspeech_samples(clip))
+    guards_off = AsrOptions(no_speech_threshold=1.0, no_speech_certain=1.0, cpu_threads=2)
+
+    def no_speech_prob(model) -> float:
+        return Transcriber.load(model, guards_off).transcribe(segment).no_speech_prob
+
+    out = tmp_path / "tiny-quiet"
+    options = _options(tiny_dir, nonspeech_fraction=0.4, max_steps=30, eval_every=30)
+    card = finetune(manifest, out, options, progress=False).card
+    before, after = no_speech_prob(tiny_dir), no_speech_prob(out)
+    # 30 steps of a random tiny model: measured 2e-5 -> 4e-3; a full-size run goes past the
+    # transcriber's no-speech bar (BENCHMARKS.md)
+    assert after > 30 * before, (before, after)
+    assert card["nonspeech_fraction"] == 0.4 and card["nonspeech_train_clips"] == 300
+    quiet = card["nonspeech_test"]
+    assert quiet["clips"] == 40 and 0 <= quiet["with_text"] <= 40
+    assert len(quiet["examples"]) == min(5, quiet["with_text"])
 
 
 REAL_CLIPS = {  # short HBL pages zero-shot base already hears fairly well (CER ~15%)
