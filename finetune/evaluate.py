@@ -58,7 +58,7 @@ def score_nonspeech(
     """How many generated non-speech clips (`finetune.nonspeech` rows) the production
     transcriber writes text for, guards included: what an agent would see on the screen.
     With `cache_dir`, transcripts are kept there as `score_model` keeps them."""
-    from finetune.nonspeech import nonspeech_samples
+    from finetune.nonspeech import nonspeech_samples, recipe
     from voice.asr import AsrOptions, Transcriber
     from voice.types import Segment
 
@@ -71,8 +71,7 @@ def score_nonspeech(
         samples = nonspeech_samples(row)
         text = transcriber.transcribe(Segment(row["call_id"], 0.0, row["duration"], samples)).text
         if text:
-            kind = row["audio"].split(":")[1]  # nonspeech:KIND:SEED
-            written.append(f"{kind}: {text}")
+            written.append(f"{recipe(row)[0]}: {text}")
     if cache_dir is not None:
         transcriber.save()
     return {"clips": len(rows), "with_text": len(written), "examples": written[:5]}

@@ -4,7 +4,8 @@ Fine-tuning only ever shows the model speech, so a fine-tuned model writes a wor
 anything that gets past the VAD. These clips teach it the answer Whisper was pre-trained to
 give on them: the no-speech token at the start-of-transcript position, which is the
 probability the transcriber's no-speech guard reads (`AsrOptions.no_speech_threshold`).
-Clips are generated from (seed, index), so they need no files and every run sees the same ones.
+Each clip is generated from the recipe (kind, seed) its row carries, so clips need no files and
+every run sees the same ones.
 """
 
 from __future__ import annotations
@@ -49,13 +50,19 @@ def nonspeech_rows(count: int, seed: int, split: str = "train") -> list[dict]:
     return rows
 
 
+def recipe(row: dict) -> tuple[str, int]:
+    """(kind, seed) of a `nonspeech_rows` row, from its `audio` field nonspeech:KIND:SEED."""
+    kind, seed = row["audio"].removeprefix(PREFIX).split(":")
+    return kind, int(seed)
+
+
 def nonspeech_samples(row: dict) -> np.ndarray:
     """16 kHz float32 audio of a `nonspeech_rows` row, through the simulated phone line."""
     from voice.audio import PHONE_RATE, resample
     from voice.channel import phone_line
 
-    kind, seed = row["audio"].removeprefix(PREFIX).split(":")
-    rng = np.random.default_rng(int(seed))
+    kind, seed = recipe(row)
+    rng = np.random.default_rng(seed)
     n = int(row["duration"] * SAMPLE_RATE)
     x = _clip(kind, n, rng)
     x = x / (np.sqrt(np.mean(x**2)) + 1e-9) * 10 ** (rng.uniform(*LEVEL_DB) / 20)
@@ -124,4 +131,5 @@ __all__ = [
     "NONSPEECH_TRAIN_CLIPS",
     "nonspeech_rows",
     "nonspeech_samples",
+    "recipe",
 ]
