@@ -896,3 +896,26 @@ def test_counting_and_asking_alone_stay_calm(text):
     from voice.answer.sentiment import detect
 
     assert detect(text).label != "negative", detect(text)
+
+
+def test_large_kb_prefilter_keeps_the_exact_ranking(monkeypatch):
+    """On a large KB only the entries nearest by mean vector (plus those the words found) get
+    the exact best-passage similarity; the hits and scores must equal full scoring."""
+    import random
+
+    from voice.answer import search as search_module
+    from voice.answer.bench import _corrupt, synthetic_kb
+    from voice.answer.embed import SentenceEncoder
+
+    kb = synthetic_kb(900)  # about 4,500 passages: over the prefilter's size
+    index = search_module.SearchIndex(kb, SentenceEncoder.load())
+    assert len(index._meaning) >= search_module.PREFILTER_FROM
+    rng = random.Random(1)
+    texts = [_corrupt(rng.choice(rng.choice(kb.entries).questions), rng) for _ in range(40)]
+    texts += ["I want to cancel my contract", "今日天氣點呀", "張單點解咁貴"]
+    fast = [index.search(t, top_k=3) for t in texts]
+    monkeypatch.setattr(search_module, "PREFILTER_FROM", 10**9)
+    for text, hits in zip(texts, fast, strict=True):
+        exact = index.search(text, top_k=3)
+        assert [h.entry.id for h in hits] == [h.entry.id for h in exact], text
+        assert [h.score for h in hits] == pytest.approx([h.score for h in exact]), text
