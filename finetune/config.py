@@ -35,7 +35,10 @@ class FinetuneOptions:
     batch_size: int = 12
     max_steps: int = 2000  # upper bound; the time budget or early stopping usually ends sooner
     epochs: float = 20.0  # upper bound in passes over the training set
-    max_minutes: float = 22.0  # training time budget (caching and export not included)
+    # training time budget (caching and export not included); 15 fits `make finetune` in 45
+    # minutes on 2 cores (BENCHMARKS.md); 22 gave ~150 steps there, 15 ~100, about equal after the
+    # base mix (exp-g: 99 steps, 15.4% on the real test; stop 26's run: 153 steps, 14.9%)
+    max_minutes: float = 15.0
     eval_every: int = 150  # steps between dev CER evaluations (and checkpoints)
     eval_utterances: int = 100  # dev utterances per evaluation (0: all); the card uses all
     patience: int = 4  # evaluations without dev CER improvement before stopping
@@ -49,7 +52,9 @@ class FinetuneOptions:
     # "auto": the bundled HBL read speech (recordings/hbl-yue, imported on first use); "": none
     real_manifest: str = AUTO_REAL
     real_fraction: float = 0.5  # share of training samples drawn from the real train split
-    real_copies: int = 4  # phone-channel + speed-perturbed copies cached per real train clip
+    # phone-channel + speed-perturbed copies cached per real train clip (4 until stop 26: each
+    # copy costs ~40 s of caching; ~100 steps draw each real clip only about 4 times)
+    real_copies: int = 2
     # share of training samples that are generated non-speech (line noise, tones, DTMF, hum,
     # hold music...) labelled "no speech", so the model learns to say nothing on them; off by
     # default: at 0.1 two runs heard the real dev readers worse (BENCHMARKS.md, runs H, H2)
@@ -63,9 +68,14 @@ class FinetuneOptions:
     select_on: str = "real"  # dev CER that early-stops and picks the checkpoint: real | synthetic
     kl_weight: float = 0.0  # pull towards the base model's token distribution (KL), 0 = off
     l2_base: float = 0.0  # pull towards the base model's weights (L2-SP penalty), 0 = off
-    # share of the base model's weights mixed back into the trained ones at export (WiSE-FT
+    # share of the base model's weights mixed back into the trained decoder at export (WiSE-FT
     # weight averaging): "0" exports the trained weights; "auto" tries BASE_MIX_GRID on real dev
     base_mix: str = "auto"
+    # the share for the trained encoder layers: "same" as the decoder's, or a share. Measured on
+    # one run (BENCHMARKS.md): the encoder's mix is what costs synthetic (espeak) speech, 28% ->
+    # 42% CER, and what helps real conversation (HKCanCor 72% -> 68%); the decoder's carries
+    # most of the gain on the real readers
+    base_mix_encoder: str = "same"
     # text shown to the decoder as previous context in training and (from the model card) in
     # decoding, e.g. voice.asr.CANTONESE_PROMPT; off by default: measured worse on real test
     # readers (BENCHMARKS.md), though zero-shot base gains from it
@@ -101,6 +111,10 @@ class FinetuneOptions:
             share = parse_share(self.base_mix)
             if share > 0 and self.mode == "lora":
                 raise ConfigError("base_mix: LoRA adapters are not mixed with the base; use 0")
+        if self.base_mix_encoder != "same":
+            share = parse_share(self.base_mix_encoder, "base_mix_encoder", "'same'")
+            if share > 0 and self.mode == "lora":
+                raise ConfigError("base_mix_encoder: LoRA adapters are not mixed with the base")
         for name in ("mask_time", "label_smoothing", "dropout", "real_fraction",
                      "nonspeech_fraction"):  # fmt: skip
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -120,14 +134,14 @@ class FinetuneOptions:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def parse_share(text: str) -> float:
-    """`--base-mix` value other than "auto": a share in [0, 1)."""
+def parse_share(text: str, name: str = "base_mix", word: str = "'auto'") -> float:
+    """`--base-mix` (or `--base-mix-encoder`) value other than its word: a share in [0, 1)."""
     try:
         share = float(text)
     except ValueError:
         share = -1.0
     if not 0.0 <= share < 1.0:
-        raise ConfigError(f"base_mix must be 'auto' or a share in [0, 1), not {text!r}")
+        raise ConfigError(f"{name} must be {word} or a share in [0, 1), not {text!r}")
     return share
 
 

@@ -184,15 +184,17 @@ def _trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _mix(model, start: dict, trained: dict, share: float) -> None:
-    """Set the trained parameters to `share` of their starting (base) value plus the rest of
-    their trained value: weight-space averaging of the fine-tuned and the base model."""
+def _mix(model, start: dict, trained: dict, share: float, encoder_share: float) -> None:
+    """Set the trained parameters to a share of their starting (base) value plus the rest of
+    their trained value: weight-space averaging of the fine-tuned and the base model, by
+    `encoder_share` for the encoder's parameters and `share` for the rest (the decoder)."""
     import torch
 
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in trained.items():
-            params[name].copy_(value + share * (start[name] - value))
+            part = encoder_share if name.startswith("model.encoder.") else share
+            params[name].copy_(value + part * (start[name] - value))
 
 
 class Trainer:
@@ -560,6 +562,7 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)  # fmt: skip
         epoch_cache: dict[int, list[list[int]]] = {}
         t0 = time.perf_counter() - state.elapsed
+        resumed_at = state.elapsed  # training seconds spent before this session's first step
         stop_reason = "max steps"
         try:
             while state.step < planned:
@@ -590,7 +593,11 @@ class Trainer:
                 bar.update(1)
                 if self.on_step:
                     self.on_step(state.step, value)
-                if state.step % o.eval_every == 0 or state.step == planned:
+                # a periodic evaluation that the time budget's final one would follow within a
+                # quarter of an interval is skipped (measured: steps 150 and 153, 65 s each)
+                per_step = (state.elapsed - resumed_at) / max(1, state.step - start_step)
+                ends_soon = budget - state.elapsed < per_step * o.eval_every / 4
+                if (state.step % o.eval_every == 0 and not ends_soon) or state.step == planned:
                     if self._evaluate(optimizer, state, ema):
                         stop_reason = "early stopping"
                         break
@@ -612,33 +619,42 @@ class Trainer:
         return state, losses, start_step
 
     def _mix_base(self, state: RunState) -> None:
-        """Move the selected weights back towards the base model's by `base_mix` (WiSE-FT); with
-        "auto", the share of BASE_MIX_GRID that decodes real dev best, ties going to the larger
-        share (the model nearer base is the safer guess for voices no dev set holds)."""
+        """Move the selected weights back towards the base model's (WiSE-FT): the decoder by
+        `base_mix`, the trained encoder layers by `base_mix_encoder`. With "auto", the decoder
+        share of BASE_MIX_GRID that decodes real dev best, ties going to the larger share (the
+        model nearer base is the safer guess for voices no dev set holds)."""
         o = self.options
+        same = o.base_mix_encoder == "same"
+        trained = _trainable_state(self.model)
+
+        def mix(share: float) -> float:  # the decoder's share; returns the encoder's
+            encoder = share if same else parse_share(o.base_mix_encoder, "base_mix_encoder")
+            _mix(self.model, self.start_weights, trained, share, encoder)
+            return encoder
+
         if o.base_mix != "auto":
-            self.base_mix = {"share": parse_share(o.base_mix)}
-            _mix(self.model, self.start_weights, _trainable_state(self.model),
-                 self.base_mix["share"])  # fmt: skip
+            share = parse_share(o.base_mix)
+            self.base_mix = {"share": share, "encoder_share": mix(share)}
             return
         if o.mode == "lora" or self.select_on != "real":
             why = "LoRA" if o.mode == "lora" else "no real dev speech to choose it on"
             log.info("base mix: none (%s)", why)
-            self.base_mix = {"share": 0.0}
+            self.base_mix = {"share": 0.0, "encoder_share": 0.0}
             return
         start = time.perf_counter()
-        trained = _trainable_state(self.model)
         best = next((h for h in state.history if h["step"] == state.best_step), {})
-        scores = {0.0: best["real_dev_cer"]} if "real_dev_cer" in best else {}
+        unmixed = same or parse_share(o.base_mix_encoder, "base_mix_encoder") == 0
+        # share 0 with the encoder unmixed is the selected step itself: its figure is known
+        scores = {0.0: best["real_dev_cer"]} if "real_dev_cer" in best and unmixed else {}
         for share in BASE_MIX_GRID:
             if share not in scores:
-                _mix(self.model, self.start_weights, trained, share)
+                mix(share)
                 scores[share] = round(self.dev_cer("real"), 4)
                 log.info("base mix %.2f: real dev CER %.3f", share, scores[share])
         lowest = min(scores.values())
         share = max(s for s, cer in scores.items() if cer <= lowest + SELECTION_TIE)
-        _mix(self.model, self.start_weights, trained, share)
-        self.base_mix = {"share": share, "real_dev_cer": {str(s): c for s, c in scores.items()}}
+        self.base_mix = {"share": share, "encoder_share": mix(share),
+                         "real_dev_cer": {str(s): c for s, c in scores.items()}}  # fmt: skip
         self.timings["base_mix_seconds"] = time.perf_counter() - start
         log.info("base mix: %.2f of the base weights (real dev CER %.3f)", share, scores[share])
 

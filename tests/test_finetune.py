@@ -57,7 +57,7 @@ def test_tiny_trains_exports_and_transcribes(manifest, tiny_dir, tmp_path, capsy
     card = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert CARD_KEYS <= set(card)
     assert card["window_seconds"] == 10 and card["quantization"] == "int8"
-    assert card["base_mix"] == {"share": 0.0}  # auto, but no real dev speech to choose on
+    assert card["base_mix"] == {"share": 0.0, "encoder_share": 0.0}  # auto, no real dev speech
     assert card["train_utterances"] == 4 and card["options"]["mode"] == "decoder"
     for name in ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"):
         assert (out / name).is_file()
@@ -122,6 +122,11 @@ def test_options_reject_bad_values():
             FinetuneOptions(base_mix=bad)
     with pytest.raises(ConfigError, match="LoRA"):
         FinetuneOptions(mode="lora", base_mix="0.5")
+    for bad in ("1", "-0.1", "auto"):
+        with pytest.raises(ConfigError, match="base_mix_encoder"):
+            FinetuneOptions(base_mix_encoder=bad)
+    with pytest.raises(ConfigError, match="LoRA"):
+        FinetuneOptions(mode="lora", base_mix_encoder="0.5")
 
 
 def test_base_mix_moves_trained_weights_back_towards_the_start():
@@ -129,13 +134,18 @@ def test_base_mix_moves_trained_weights_back_towards_the_start():
 
     from finetune.train import _mix
 
-    model = torch.nn.Linear(2, 1)
+    model = torch.nn.Module()  # named like a Hugging Face Whisper: model.encoder / model.decoder
+    model.model = torch.nn.Module()
+    model.model.encoder = torch.nn.Linear(2, 1)
+    model.model.decoder = torch.nn.Linear(2, 1)
     start = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     trained = {n: torch.full_like(p, 2.0) for n, p in model.named_parameters()}
-    _mix(model, start, trained, 0.25)
-    assert torch.allclose(model.weight, torch.full((1, 2), 1.5))
-    _mix(model, start, trained, 0.0)  # from the same trained weights, not the mixed ones
-    assert torch.allclose(model.bias, torch.full((1,), 2.0))
+    _mix(model, start, trained, 0.25, 0.0)  # the decoder a quarter back, the encoder as trained
+    assert torch.allclose(model.model.decoder.weight, torch.full((1, 2), 1.5))
+    assert torch.allclose(model.model.encoder.weight, torch.full((1, 2), 2.0))
+    _mix(model, start, trained, 0.0, 0.5)  # from the same trained weights, not the mixed ones
+    assert torch.allclose(model.model.decoder.bias, torch.full((1,), 2.0))
+    assert torch.allclose(model.model.encoder.bias, torch.full((1,), 1.0))
 
 
 def test_mask_time_zeroes_spans_and_leaves_the_cache_alone():
@@ -228,6 +238,7 @@ def test_real_speech_mix_selects_on_real_dev_and_scores_against_base(
     assert mix["real_dev_cer"]["0.0"] == min(h["real_dev_cer"] for h in card["dev_cer_history"])
     assert card["real_dev_cer"] == mix["real_dev_cer"][str(mix["share"])]
     assert card["real_dev_cer"] <= min(mix["real_dev_cer"].values()) + 0.005
+    assert mix["encoder_share"] == mix["share"]  # by default the encoder moves as the decoder
     real_test = sets["real test"]
     assert real_test["utterances"] == 2 and card["real_test_cer"] == real_test["cer"]
     assert card["base_real_test_cer"] == real_test["base_cer"]
