@@ -624,11 +624,13 @@ class Trainer:
         share of BASE_MIX_GRID that decodes real dev best, ties going to the larger share (the
         model nearer base is the safer guess for voices no dev set holds)."""
         o = self.options
-        same = o.base_mix_encoder == "same"
+        fixed = None  # the encoder's own share, or None: the decoder's
+        if o.base_mix_encoder != "same":
+            fixed = parse_share(o.base_mix_encoder, "base_mix_encoder")
         trained = _trainable_state(self.model)
 
         def mix(share: float) -> float:  # the decoder's share; returns the encoder's
-            encoder = share if same else parse_share(o.base_mix_encoder, "base_mix_encoder")
+            encoder = share if fixed is None else fixed
             _mix(self.model, self.start_weights, trained, share, encoder)
             return encoder
 
@@ -643,9 +645,9 @@ class Trainer:
             return
         start = time.perf_counter()
         best = next((h for h in state.history if h["step"] == state.best_step), {})
-        unmixed = same or parse_share(o.base_mix_encoder, "base_mix_encoder") == 0
         # share 0 with the encoder unmixed is the selected step itself: its figure is known
-        scores = {0.0: best["real_dev_cer"]} if "real_dev_cer" in best and unmixed else {}
+        known = "real_dev_cer" in best and not fixed
+        scores = {0.0: best["real_dev_cer"]} if known else {}
         for share in BASE_MIX_GRID:
             if share not in scores:
                 mix(share)
