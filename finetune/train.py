@@ -624,6 +624,11 @@ class Trainer:
         share of BASE_MIX_GRID that decodes real dev best, ties going to the larger share (the
         model nearer base is the safer guess for voices no dev set holds)."""
         o = self.options
+        if o.base_mix == "auto" and (o.mode == "lora" or self.select_on != "real"):
+            why = "LoRA" if o.mode == "lora" else "no real dev speech to choose it on"
+            log.info("base mix: none (%s)", why)
+            self.base_mix = {"share": 0.0, "encoder_share": 0.0}
+            return
         fixed = None  # the encoder's own share, or None: the decoder's
         if o.base_mix_encoder != "same":
             fixed = parse_share(o.base_mix_encoder, "base_mix_encoder")
@@ -637,11 +642,6 @@ class Trainer:
         if o.base_mix != "auto":
             share = parse_share(o.base_mix)
             self.base_mix = {"share": share, "encoder_share": mix(share)}
-            return
-        if o.mode == "lora" or self.select_on != "real":
-            why = "LoRA" if o.mode == "lora" else "no real dev speech to choose it on"
-            log.info("base mix: none (%s)", why)
-            self.base_mix = {"share": 0.0, "encoder_share": 0.0}
             return
         start = time.perf_counter()
         best = next((h for h in state.history if h["step"] == state.best_step), {})
