@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -117,8 +118,13 @@ def tokenize(text: str) -> Tokens:
             if nxt[2] and not (is_stop and nxt[3]):
                 chars.append(written + nxt[0])
                 sounds.append(sound + " " + nxt[1])
-    syllables = tuple(u[1] for u in units if u[1])
-    return Tokens(tuple(chars), tuple(sounds), syllables)
+    syllables = [u[1] for u in units if u[1]]
+    # interned: a KB's index repeats each term thousands of times, and pickle then stores it once
+    return Tokens(
+        tuple(map(sys.intern, chars)),
+        tuple(map(sys.intern, sounds)),
+        tuple(map(sys.intern, syllables)),
+    )
 
 
 def _spoken_digits(numeral: str) -> str:
