@@ -73,15 +73,28 @@ def stem(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=1)
+def _rime_characters() -> dict[str, str]:
+    """pycantonese's rime-cantonese table (0.25 s to load), which is what its own lookup
+    returns for any single character the table has."""
+    from pycantonese.data.rime_cantonese import CHARS_TO_JYUTPING
+
+    return CHARS_TO_JYUTPING
+
+
 @lru_cache(maxsize=65536)
 def jyutping(char: str) -> str:
     """The toneless Jyutping syllable of one character (the character itself if unknown)."""
-    import pycantonese
+    found = _rime_characters().get(char)
+    if found is None:
+        # pycantonese's full lookup also reads HKCanCor (3-4 s once per process): only for the
+        # rare character rime-cantonese lacks
+        import pycantonese
 
-    result = pycantonese.characters_to_jyutping(char)
-    if result and result[0][1]:
-        syllable = result[0][1].split()[0]
-        return syllable.rstrip("123456")
+        result = pycantonese.characters_to_jyutping(char)
+        found = result[0][1] if result else None
+    if found:
+        return found.split()[0].rstrip("123456")
     return char
 
 
