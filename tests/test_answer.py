@@ -849,7 +849,7 @@ def test_kb_embeddings_are_cached_by_text(tmp_path):
     options = AnswerOptions(kb_cache_dir=str(cache))
     encoder = SentenceEncoder.load()
     first = AnswerEngine.from_file(SAMPLE_KB, options, encoder=encoder)
-    (vectors,) = cache.glob("*.npy")
+    (vectors,) = cache.glob("*.npz")
     (index,) = cache.glob("index-*.pickle")
     assert vectors.stat().st_mode & 0o777 == 0o600 and cache.stat().st_mode & 0o777 == 0o700
 
@@ -868,8 +868,32 @@ def test_kb_embeddings_are_cached_by_text(tmp_path):
         index.unlink()
     kb = first.kb
     changed = KnowledgeBase((replace(kb.entries[0], questions=("新問題",)), *kb.entries[1:]))
-    AnswerEngine(changed, options, encoder=encoder)
-    assert len(list(cache.glob("*.npy"))) == 2 and vectors.exists()  # a new key, the old kept
+    edited = AnswerEngine(changed, options, encoder=Refuses())  # only the new question embedded
+    assert len(list(cache.glob("*.npz"))) == 2 and vectors.exists()  # a new key, the old kept
+    assert edited.search(text)[0].entry.id == "SIM-002"
+    assert edited.search("新問題")[0].entry.id == kb.entries[0].id
+
+
+def test_kb_embedding_cache_keeps_the_newest_versions(tmp_path, monkeypatch):
+    """Each KB version leaves an embedding file; the oldest are deleted (and the old format's),
+    and a torn file is embedded again rather than trusted."""
+    import voice.answer.embed as embed
+
+    monkeypatch.setattr(embed, "KEEP_FILES", 2)
+    cache = tmp_path / "cache"
+    (cache / "legacy.npy").parent.mkdir(mode=0o700)
+    (cache / "legacy.npy").write_bytes(b"vectors in the old format")
+    encoder = embed.SentenceEncoder.load()
+    for n in range(4):  # four versions of a two-text KB
+        embed.cached_encode(encoder, [f"問題{n}", "查帳單"], cache)
+    assert len(list(cache.glob("*.npz"))) == 2 and not (cache / "legacy.npy").exists()
+    newest = embed.newest_first(cache, "*.npz")[0]
+    newest.write_bytes(b"torn")
+    vectors = embed.cached_encode(encoder, ["問題3", "查帳單"], cache)
+    assert (
+        vectors.shape == (2, 512)
+        and float(vectors[1] @ encoder.encode(["查帳單"])[0]) > 0.999  # batching shifts it a little
+    )
 
 
 @pytest.mark.parametrize(

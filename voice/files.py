@@ -38,3 +38,21 @@ def private_dir(path: str | Path) -> Path:
 
 
 __all__ = ["private_dir", "write_atomic"]
+
+
+def newest_first(folder: Path, pattern: str) -> list[Path]:
+    """The files of `folder` matching `pattern`, most recently written first ([] if no folder)."""
+    found = []
+    for path in Path(folder).glob(pattern):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except OSError:
+            continue  # removed meanwhile by another process
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def keep_newest(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the `keep` most recent files of `folder` matching `pattern` (a cache's old
+    versions), ignoring files another process removes first."""
+    for path in newest_first(folder, pattern)[keep:]:
+        path.unlink(missing_ok=True)

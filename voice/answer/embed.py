@@ -18,7 +18,7 @@ import numpy as np
 
 from voice.answer.text import to_hk
 from voice.errors import ConfigError
-from voice.files import write_atomic
+from voice.files import keep_newest, newest_first, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ BATCH = 64  # sentences per ONNX call when embedding a knowledge base
 PROGRESS_FROM = 2000  # texts from which embedding a KB shows a progress bar (stderr)
 COLLOQUIAL_TABLE = Path(__file__).parent / "data" / "colloquial.tsv"
 DEFAULT_CACHE = Path.home() / ".cache" / "voice" / "kb"
+KEEP_FILES = 8  # embedding files kept in a cache folder (KB versions); older ones are deleted
 
 
 @lru_cache(maxsize=1)
@@ -128,28 +129,60 @@ class SentenceEncoder:
         return out / np.maximum(norms, 1e-9)
 
 
+def _text_keys(texts: Sequence[str]) -> np.ndarray:
+    """A 16-byte digest per text: how cache files name what their rows hold."""
+    return np.array(
+        [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts], dtype="S16"
+    )
+
+
 def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Path | None):
     """`encoder.encode(texts)`, kept on disk under a key made of the texts, the encoder and the
-    colloquial table, so a knowledge base is embedded once, not at every start."""
+    colloquial table, so a knowledge base is embedded once, not at every start. When the KB
+    changed, the texts it shares with the cache's earlier files are taken from them and only the
+    new texts are embedded (an edited 5,000-entry KB restarts in seconds, not a minute)."""
     if cache_dir is None:
         return encoder.encode(texts)
+    cache_dir = Path(cache_dir)
     key = hashlib.sha256()
     key.update(encoder.name.encode())
     key.update(COLLOQUIAL_TABLE.read_bytes())
+    prefix = key.hexdigest()[:8]  # files of the same encoder and table can lend vectors
     for text in texts:
         key.update(text.encode("utf-8") + b"\0")
-    path = Path(cache_dir) / f"{key.hexdigest()[:32]}.npy"
+    path = cache_dir / f"{prefix}-{key.hexdigest()[:32]}.npz"
     try:
-        vectors = np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as stored:
+            vectors = stored["vectors"]
         if vectors.shape == (len(texts), 512):
             return vectors
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError):
         pass  # absent or unreadable: embed again
-    vectors = encoder.encode(texts, progress=len(texts) > PROGRESS_FROM)
+    keys = _text_keys(texts)
+    vectors = np.zeros((len(texts), 512), dtype=np.float32)
+    missing = np.ones(len(texts), dtype=bool)
+    for donor in newest_first(cache_dir, f"{prefix}-*.npz"):  # newest: likeliest to share
+        try:
+            with np.load(donor, allow_pickle=False) as stored:
+                rows = {k: i for i, k in enumerate(stored["keys"])}
+                found = [(i, rows[k]) for i, k in enumerate(keys) if missing[i] and k in rows]
+                if found:
+                    mine, theirs = map(list, zip(*found, strict=True))
+                    vectors[mine] = stored["vectors"][theirs]
+                    missing[mine] = False
+        except (OSError, ValueError, KeyError):
+            continue  # a torn or foreign file lends nothing
+        if not missing.any():
+            break
+    todo = [t for t, m in zip(texts, missing, strict=True) if m]
+    if todo:
+        vectors[missing] = encoder.encode(todo, progress=len(todo) > PROGRESS_FROM)
     buffer = io.BytesIO()
-    np.save(buffer, vectors, allow_pickle=False)
+    np.savez(buffer, vectors=vectors, keys=keys)
     try:
         write_atomic(path, buffer.getvalue(), private=True)
+        keep_newest(cache_dir, "*.npz", KEEP_FILES)  # the oldest KB versions go: bounded disk use
+        keep_newest(cache_dir, "*.npy", 0)  # vectors in the format before 2026-12-07, unusable
     except OSError as exc:
         log.warning("could not cache KB embeddings in %s: %s", cache_dir, exc)
     return vectors

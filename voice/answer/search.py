@@ -16,10 +16,16 @@ import numpy as np
 from rapidfuzz import fuzz
 
 from voice.answer import text as text_module
-from voice.answer.embed import COLLOQUIAL_TABLE, SentenceEncoder, cached_encode, to_written
+from voice.answer.embed import (
+    COLLOQUIAL_TABLE,
+    KEEP_FILES,
+    SentenceEncoder,
+    cached_encode,
+    to_written,
+)
 from voice.answer.kb import Entry, KnowledgeBase
 from voice.answer.text import Tokens, normalize, tokenize
-from voice.files import write_atomic
+from voice.files import keep_newest, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +257,7 @@ class SearchIndex:
         index = cls(kb, encoder, cache_dir)
         try:
             write_atomic(path, pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL), private=True)
+            keep_newest(Path(cache_dir), "index-*.pickle", KEEP_FILES)
         except OSError as exc:
             log.warning("could not cache the KB index in %s: %s", cache_dir, exc)
         return index
