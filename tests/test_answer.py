@@ -943,3 +943,40 @@ def test_large_kb_prefilter_keeps_the_exact_ranking(monkeypatch):
         exact = index.search(text, top_k=3)
         assert [h.entry.id for h in hits] == [h.entry.id for h in exact], text
         assert [h.score for h in hits] == pytest.approx([h.score for h in exact]), text
+
+
+# -- tone by meaning ----------------------------------------------------------------------------
+
+TONE_CHECK = Path(__file__).parent.parent / "eval" / "kb" / "tone_check.tsv"
+
+
+def test_tone_model_finds_upset_callers_the_lexicon_misses():
+    """On lines it never trained on (eval/kb/tone_check.tsv), the meaning of the words finds
+    most upset callers who use no complaint word, and leaves calm ones (problems included) calm."""
+    from voice.answer.embed import SentenceEncoder
+    from voice.answer.sentiment import detect
+    from voice.answer.tone import ToneModel, read_lines
+
+    model = ToneModel.fit(SentenceEncoder.load())
+    texts, labels = read_lines(TONE_CHECK)
+    upset = [t for t, y in zip(texts, labels, strict=True) if y]
+    calm = [t for t, y in zip(texts, labels, strict=True) if not y]
+    flagged = {t for t in texts if detect(t, meaning=model.probability(t)).label == "negative"}
+    by_words = {t for t in texts if detect(t).label == "negative"}
+    assert len(flagged & set(upset)) >= 12 > len(by_words & set(upset))  # 13/20 vs 2/20
+    assert len(flagged & set(calm)) <= 2  # 1/30
+    for text in calm:  # meaning alone never raises an alert
+        assert detect(text, meaning=model.probability(text)).level <= 1
+
+
+def test_tone_lines_errors_name_the_line(tmp_path):
+    from voice.answer.tone import read_lines
+    from voice.errors import ConfigError
+
+    bad = tmp_path / "tone.tsv"
+    bad.write_text("# comment\nupset\t你哋搞乜鬼\nangry 我好嬲\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tone.tsv:3: expected 'upset' or 'calm'"):
+        read_lines(bad)
+    bad.write_text("calm\t我想查下張單\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="needs both upset and calm"):
+        read_lines(bad)

@@ -38,12 +38,23 @@ NEGATIVE = {
     "垃圾": 2.5, "差勁": 2.0, "好差": 1.5, "爛": 0.7, "衰": 1.0, "煩": 1.0, "慘": 1.0, "累街坊": 1.5,
     # broken goods: a report of damage is mildly upset on its own, more with other cues
     "爛咗": 0.8, "壞咗": 0.8, "爛晒": 1.5, "壞晒": 1.5, "碎晒": 1.2, "碎咗": 0.8, "廢柴": 2.0,
+    # plain words of a caller who has had enough (no complaint word needed): blame, being
+    # taken for a fool, buck-passing, giving up on the company, demands for a manager or money
+    "你哋嘅錯": 2.0, "你哋搞錯": 2.0, "你哋嘅責任": 1.5, "明明係你哋": 2.0, "唔關佢事": 1.5,
+    "唔關我事": 1.0, "當我傻": 2.5, "當我白痴": 2.5, "當我水魚": 2.5, "攞我嚟玩": 2.5,
+    "攞人嚟玩": 2.5, "欺負": 2.0, "蝦人": 2.0, "仲好意思": 2.0, "拖拖拉拉": 1.5, "推卸": 1.5,
+    "唔會再幫襯": 2.0, "唔再幫襯": 2.0, "我唔理": 1.5, "賠返": 1.5, "賠償": 1.2, "我要退錢": 1.5,
+    "冇結果": 1.2, "冇人跟進": 1.5, "冇人通知": 1.2, "由頭講過": 1.5, "由頭再講": 1.5,
+    "一次又一次": 1.5, "唔想再聽": 1.5, "唔想再講": 1.5, "唔想再同你": 2.0, "完全唔同": 1.0,
+    "講清楚啲": 1.0, "根本": 0.5, "究竟": 0.8, "到底": 0.8, "唉": 0.8, "搞到我": 1.2, "仲要我": 1.2,
+    "害到我": 1.5, "累到我": 1.5, "請假": 0.5,
     # swearing (Cantonese and English)
     "仆街": 3.0, "屌": 3.0, "𨳒": 3.0, "戇鳩": 3.0, "on9": 3.0, "柒": 2.5, "黐線": 2.0,
     "收皮": 2.5, "頂你": 2.5, "鬼佬": 0.5, "hea": 1.0, "diu": 3.0, "fuck": 3.0, "fucking": 3.0,
     "shit": 2.5, "wtf": 2.5, "damn": 1.5, "ridiculous": 2.0, "terrible": 2.0, "useless": 2.0,
     "angry": 2.0, "furious": 2.5, "unacceptable": 2.0, "complaint": 2.0, "complain": 2.0,
     "police": 2.0, "lawyer": 2.0, "rubbish": 2.0, "scam": 1.5, "worst": 2.0, "disappointed": 1.5,
+    "you people": 1.5, "supervisor": 1.2, "manager": 1.0, "refund my": 1.0,
 }  # fmt: skip
 POSITIVE = {
     "多謝": 1.0, "唔該晒": 1.0, "好多謝": 1.5, "滿意": 1.0, "開心": 1.0, "好好": 0.7, "幫到": 0.7,
@@ -81,7 +92,8 @@ SCALE = 2.5  # raw weight at which tanh reaches ~0.76
 NEGATIVE_LABEL = -0.3  # score at or below which the label is "negative"
 POSITIVE_LABEL = 0.3  # score at or above which the label is "positive"
 
-# Phrases whose reading depends on what follows, as (cue, weight, pattern on normalised text).
+# Phrases whose reading depends on what follows, as (cue, weight, pattern on normalised text:
+# written in normalize()'s spelling, e.g. 揾 for 搵).
 # 一啲都唔/冇 + a complaint ("一啲都唔好用") is upset; + a worry ("一啲都唔麻煩") is polite.
 # 好啦好啦 said twice is impatience; a single 好啦 is agreement.
 PATTERNS = (
@@ -93,7 +105,7 @@ PATTERNS = (
         "打咗幾次",
         2.0,
         re.compile(
-            r"(?:打|問|講|搵|追|嚟|send|email)咗\s*(?:[2-9]|\d{2}|[兩三四五六七八九十幾]|好多|無數)\s*(?:次|轉|個電話)"
+            r"(?:打|問|講|揾|追|嚟|send|email)咗\s*(?:[2-9]|\d{2}|[兩三四五六七八九十幾]|好多|無數)\s*(?:次|轉|個電話)"
         ),
     ),
     (
@@ -112,6 +124,71 @@ PATTERNS = (
             r"helps?|helped)\b"
         ),
     ),
+    # a promise not kept: "still nothing / nobody yet" after a time or an earlier call
+    (
+        "(still nothing)",
+        1.5,
+        re.compile(
+            r"(?:到(?:而家|依家|今日|宜家)|至今|都成)\S{0,4}(?:都|仲)?(?:冇|未|唔見)"
+            r"|冇人(?:揾|覆|打返|理|嚟|處理|跟|聯絡)(?:過|返)?我"
+        ),
+    ),
+    # time counted against the company: 等咗三日, 成個禮拜, 而家第五日, 第四次
+    (
+        "(counted days)",
+        1.2,
+        re.compile(
+            r"等(?:咗|左)?(?:成|足足)?\s*(?:[2-9]|\d{2}|[兩三四五六七八九十幾半]|好多)\s*個?"
+            r"(?:鐘|日|工作天|個?禮拜|個?星期|個?月)"
+            r"|成(?:個|半個)(?:禮拜|星期|月|鐘)|而家第\S{1,2}日|已經(?:係)?第\S{1,2}次"
+            r"|第[三四五六七八九十幾]次"
+        ),
+    ),
+    # every time / again and again, and rhetorical questions to "you people"
+    (
+        "(every time)",
+        1.5,
+        re.compile(
+            r"點解\S{0,4}(?:次次|每次|成日)|(?:次次|成日)\S{0,8}都(?:要我|係咁|出事|出問題|唔得|冇人)"
+        ),
+    ),
+    (
+        "(rhetorical)",
+        1.5,
+        re.compile(
+            r"有冇人識|識唔識做|係咪要我\S{0,12}先|你哋\S{0,2}(?:究竟|到底)?想點"
+            r"|點解\S{0,6}(?:仲|又)(?:話|要|收)我|咁簡單\S{0,4}都\S{0,2}唔(?:到|掂|識)"
+            r"|(?:收錢|賺錢)就快"
+        ),
+    ),
+    (
+        "(wants a manager)",
+        1.5,
+        re.compile(r"(?:揾|叫|要|同)(?:你哋)?(?:個)?(?:主管|經理|上司|負責人|老闆)"),
+    ),
+    (
+        "(hangs up)",
+        1.0,
+        re.compile(r"我就收線|我收線啦|唔同你講"),
+    ),
+    (
+        "waiting for n days",
+        1.5,
+        re.compile(
+            r"\bwait(?:ed|ing)\b.{0,12}\b(?:two|three|four|five|six|several|many|[2-9]|\d{2})"
+            r"\s+(?:days|weeks|months|hours)\b"
+        ),
+    ),
+    (
+        "nth time",
+        1.5,
+        re.compile(r"\b(?:third|fourth|fifth|sixth|umpteenth|\d+(?:rd|th))\s+time\b"),
+    ),
+    (
+        "nobody did anything",
+        1.5,
+        re.compile(r"\bno ?(?:one|body)\b.{0,10}\b(?:done|did|fixed|called back|bothered)\b"),
+    ),
     # praise of "you people" with 真係 is, on a service line, nearly always sarcasm
     (
         "(sarcasm)",
@@ -128,6 +205,14 @@ SARCASM = re.compile(
     r"|好嘢(?:喎|呀|啊|囉)|(?:多謝|唔該)(?:曬|晒)?(?:你哋|你)?(?:喎|囉)"
 )
 SARCASM_WEIGHT = 1.5  # added once per utterance whose praise reads as sarcasm
+# The meaning-based tone model (voice.answer.tone): its probability above MEANING_FLOOR maps to a
+# raw weight up to MEANING_GAIN, capped at MEANING_CAP, that replaces a smaller raw weight of the
+# cues: meaning alone marks a caller "slightly upset" (label negative, level 1) but never raises
+# an alert without words or voice to back it. Floor 0.6 (0.5 flagged 6 of 57 calm bank_cards
+# lines, 0.6 3, 0.65 2 with 2 fewer upset lines of a fresh check set found).
+MEANING_FLOOR = 0.6
+MEANING_GAIN = 2.0
+MEANING_CAP = 1.2
 COMPLAINT_CONTEXT = 1.5  # raw upset (this turn or a recent one) that makes praise read as sarcasm
 
 
@@ -262,8 +347,11 @@ def _says_twice(norm: str) -> bool:
     return len(clauses) != len(set(clauses))
 
 
-def detect(text: str, history: tuple[str, ...] = (), previous: float = 0.0) -> Sentiment:
-    """Tone of `text`, given the caller's recent utterances and the previous turn's score.
+def detect(
+    text: str, history: tuple[str, ...] = (), previous: float = 0.0, meaning: float | None = None
+) -> Sentiment:
+    """Tone of `text`, given the caller's recent utterances and the previous turn's score, and
+    (`meaning`) the tone model's probability that the words come from an upset caller.
 
     Repeating an earlier utterance adds frustration; part of the previous negativity carries over
     so a caller who was angry a turn ago is not calm because this turn has no swear word. In a
@@ -291,6 +379,16 @@ def detect(text: str, history: tuple[str, ...] = (), previous: float = 0.0) -> S
     if _says_twice(norm):
         raw += REPEAT_WEIGHT * 1.5
         cues.append("(said twice)")
+    if meaning is not None and meaning > MEANING_FLOOR and raw >= 0:
+        # the larger of the two, not their sum: the model mostly reacts to the same words the
+        # cues found, so adding it would count them twice; and words of thanks or praise
+        # (raw < 0) are taken at their word, as without the model
+        by_meaning = min(
+            MEANING_CAP, MEANING_GAIN * (meaning - MEANING_FLOOR) / (1 - MEANING_FLOOR)
+        )
+        if by_meaning > raw:
+            raw = by_meaning
+            cues.append("(sounds upset)")
     if repeats := _repeats(norm, history):
         raw += REPEAT_WEIGHT * min(2, repeats)
         cues.append("(repeated)")
