@@ -849,7 +849,7 @@ def test_kb_embeddings_are_cached_by_text(tmp_path):
     options = AnswerOptions(kb_cache_dir=str(cache))
     encoder = SentenceEncoder.load()
     first = AnswerEngine.from_file(SAMPLE_KB, options, encoder=encoder)
-    (vectors,) = cache.glob("*.npz")
+    (vectors,) = cache.glob("vectors-*.npz")
     (index,) = cache.glob("index-*.pickle")
     assert vectors.stat().st_mode & 0o777 == 0o600 and cache.stat().st_mode & 0o777 == 0o700
 
@@ -860,6 +860,9 @@ def test_kb_embeddings_are_cached_by_text(tmp_path):
             assert len(texts) == 1, "the KB was embedded again"
             return encoder.encode(texts)
 
+        def encode_one(self, text):
+            return self.encode([text])[0]
+
     text = "我部手機唔見咗呀"
     for _ in range(2):  # from the whole index, then (index gone) from the vectors
         again = AnswerEngine.from_file(SAMPLE_KB, options, encoder=Refuses())
@@ -869,7 +872,10 @@ def test_kb_embeddings_are_cached_by_text(tmp_path):
     kb = first.kb
     changed = KnowledgeBase((replace(kb.entries[0], questions=("新問題",)), *kb.entries[1:]))
     edited = AnswerEngine(changed, options, encoder=Refuses())  # only the new question embedded
-    assert len(list(cache.glob("*.npz"))) == 2 and vectors.exists()  # a new key, the old kept
+    assert (
+        len(list(cache.glob("vectors-*.npz"))) == 2 and vectors.exists()
+    )  # a new key, the old kept
+    assert len(list(cache.glob("tone-*.npz"))) == 1  # the tone model's fit, read at a restart
     assert edited.search(text)[0].entry.id == "SIM-002"
     assert edited.search("新問題")[0].entry.id == kb.entries[0].id
 
@@ -886,8 +892,8 @@ def test_kb_embedding_cache_keeps_the_newest_versions(tmp_path, monkeypatch):
     encoder = embed.SentenceEncoder.load()
     for n in range(4):  # four versions of a two-text KB
         embed.cached_encode(encoder, [f"問題{n}", "查帳單"], cache)
-    assert len(list(cache.glob("*.npz"))) == 2 and not (cache / "legacy.npy").exists()
-    newest = embed.newest_first(cache, "*.npz")[0]
+    assert len(list(cache.glob("vectors-*.npz"))) == 2 and not (cache / "legacy.npy").exists()
+    newest = embed.newest_first(cache, "vectors-*.npz")[0]
     newest.write_bytes(b"torn")
     vectors = embed.cached_encode(encoder, ["問題3", "查帳單"], cache)
     assert (

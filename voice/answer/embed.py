@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -33,6 +35,7 @@ INSTALL_HINT = (
     "(make setup does this)"
 )
 BATCH = 64  # sentences per ONNX call when embedding a knowledge base
+RECENT = 64  # single texts `encode_one` remembers
 PROGRESS_FROM = 2000  # texts from which embedding a KB shows a progress bar (stderr)
 COLLOQUIAL_TABLE = Path(__file__).parent / "data" / "colloquial.tsv"
 DEFAULT_CACHE = Path.home() / ".cache" / "voice" / "kb"
@@ -66,6 +69,22 @@ class SentenceEncoder:
     def __init__(self, session, name: str):
         self._session = session
         self.name = name  # identifies the weights in cache keys
+        # the last few single texts: a turn's search and tone model embed the same utterance
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """`encode([text])[0]`, remembered for the next RECENT calls (calls share an encoder)."""
+        with self._recent_lock:
+            if (found := self._recent.get(text)) is not None:
+                self._recent.move_to_end(text)
+                return found
+        vector = self.encode([text])[0]
+        with self._recent_lock:
+            self._recent[text] = vector
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        return vector
 
     @classmethod
     def load(cls, threads: int = 1) -> SentenceEncoder:
@@ -150,7 +169,7 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
     prefix = key.hexdigest()[:8]  # files of the same encoder and table can lend vectors
     for text in texts:
         key.update(text.encode("utf-8") + b"\0")
-    path = cache_dir / f"{prefix}-{key.hexdigest()[:32]}.npz"
+    path = cache_dir / f"vectors-{prefix}-{key.hexdigest()[:32]}.npz"
     try:
         with np.load(path, allow_pickle=False) as stored:
             vectors = stored["vectors"]
@@ -161,7 +180,7 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
     keys = _text_keys(texts)
     vectors = np.zeros((len(texts), 512), dtype=np.float32)
     missing = np.ones(len(texts), dtype=bool)
-    for donor in newest_first(cache_dir, f"{prefix}-*.npz"):  # newest: likeliest to share
+    for donor in newest_first(cache_dir, f"vectors-{prefix}-*.npz"):  # newest: likeliest to share
         try:
             with np.load(donor, allow_pickle=False) as stored:
                 rows = {k: i for i, k in enumerate(stored["keys"])}
@@ -181,7 +200,7 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
     np.savez(buffer, vectors=vectors, keys=keys)
     try:
         write_atomic(path, buffer.getvalue(), private=True)
-        keep_newest(cache_dir, "*.npz", KEEP_FILES)  # the oldest KB versions go: bounded disk use
+        keep_newest(cache_dir, "vectors-*.npz", KEEP_FILES)  # the oldest KB versions go
         keep_newest(cache_dir, "*.npy", 0)  # vectors in the format before 2026-12-07, unusable
     except OSError as exc:
         log.warning("could not cache KB embeddings in %s: %s", cache_dir, exc)

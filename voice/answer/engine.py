@@ -85,7 +85,7 @@ class AnswerOptions:
     sentiment_history: int = 3  # earlier utterances checked for the caller repeating themself
     # Words that sound upset by their meaning (voice.answer.tone, needs `semantic`) mark a caller
     # slightly upset when no complaint word does; never an alert on their own. Measured on the
-    # courier hold-out: upset callers found 5/8 -> 7/8, calm callers marked 1/61 -> 8/61.
+    # courier hold-out: upset callers found 5/8 -> 7/8, calm callers marked 1/61 -> 7/61.
     tone_meaning: bool = True
     fallback_reply: str = "唔好意思，我唔係好明白，可唔可以講多少少你想查詢咩？"
     fallback_reply_zh: str = "不好意思，我不太明白，可以再多說一點您想查詢甚麼嗎？"
@@ -242,7 +242,8 @@ class AnswerSession:
             return Answer(text, self.language, False, (), Sentiment("neutral", 0.0))
         self.turns += 1
         self.language = detect_language(text, self.language, options)
-        hits = self.engine.index.search(self._strip_triggers(text), options.top_k)
+        query = self._strip_triggers(text)
+        hits = self.engine.index.search(query, options.top_k)
         resolved = bool(hits) and hits[0].score >= options.threshold
         referred = None if resolved else self._referred(text)
         if referred is not None:  # "我頭先問過": the earlier question, as resolved as it was then
@@ -264,7 +265,7 @@ class AnswerSession:
             self._remember(text, hits[0], resolved)
         voice = None if audio is None else self.voice.push(audio, sample_rate).score
         tone = self.engine.tone
-        meaning = None if tone is None else tone.probability(text)
+        meaning = None if tone is None else tone.probability(query)  # the search's embedding
         sentiment = detect(text, tuple(self._history), self._tone, meaning).with_voice(
             voice, options.sentiment_threshold
         )
@@ -456,15 +457,17 @@ class AnswerEngine:
                 log.warning("answering on words and sounds only, without meaning: %s", exc)
         # words that sound upset by their meaning, beside the complaint lexicon
         use_tone = self.options.tone_meaning and self.encoder is not None
-        self.tone = ToneModel.fit(self.encoder) if use_tone else None
+        self.tone = ToneModel.fit(self.encoder, cache_dir=self._cache_dir()) if use_tone else None
         self._lock = threading.Lock()
         self._state = (kb, self._index(kb))  # swapped as one object by reload()
         self._missing_zh: set[str] = set()  # entries already logged as lacking answer_zh
         self._missing_zh_lock = threading.Lock()  # not _lock: a reload must not stall a call
 
+    def _cache_dir(self) -> Path | None:
+        return Path(self.options.kb_cache_dir).expanduser() if self.options.kb_cache_dir else None
+
     def _index(self, kb: KnowledgeBase) -> SearchIndex:
-        cache = Path(self.options.kb_cache_dir).expanduser() if self.options.kb_cache_dir else None
-        return SearchIndex.cached(kb, self.encoder, cache)
+        return SearchIndex.cached(kb, self.encoder, self._cache_dir())
 
     @classmethod
     def from_file(

@@ -283,7 +283,7 @@ class SearchIndex:
         `also` are scored; the others get -1, below any real similarity."""
         if self._meaning is None or self.encoder is None:
             return None
-        query = self.encoder.encode([to_written(text)])[0]
+        query = self.encoder.encode_one(to_written(text))
         if len(self._meaning) < PREFILTER_FROM or self._centroids is None:
             return np.maximum.reduceat(self._meaning @ query, self._meaning_starts)
         k = min(PREFILTER, len(self.entries))

@@ -4,20 +4,26 @@ embeddings of labelled caller lines, fitted when an engine is built."""
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from voice.answer.embed import SentenceEncoder, to_written
+from voice.answer.text import normalize
 from voice.errors import ConfigError
+from voice.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 TONE_LINES = Path(__file__).parent / "data" / "tone_lines.tsv"
 LABELS = {"upset": 1.0, "calm": 0.0}
 # L2 strength as scikit-learn's inverse C: 3 kept a fresh check set at 14/20 upset found with
 # 1/30 calm flagged at probability 0.7 (C 1: 10/20, 0/30; C 10: 14/20, 1/30, more calm bank lines)
 C = 3.0
-_FITS: dict[tuple[str, str], tuple[np.ndarray, float]] = {}  # (encoder, lines digest) -> fit
+_FITS: dict[str, tuple[np.ndarray, float]] = {}  # digest of (lines, encoder) -> fit, per process
 
 
 def read_lines(path: Path = TONE_LINES) -> tuple[list[str], np.ndarray]:
@@ -54,6 +60,31 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = C) -> tuple[np.ndarray
     return theta[:-1], float(theta[-1])
 
 
+def _as_query(text: str) -> str:
+    """What is embedded: the text as the search embeds an utterance (normalised, then written
+    Chinese), so a turn's search and tone share one embedding."""
+    return to_written(normalize(text))
+
+
+def _read_fit(file: Path | None) -> tuple[np.ndarray, float] | None:
+    if file is None:
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as stored:
+            return stored["weights"], float(stored["bias"])
+    except (OSError, ValueError, KeyError):
+        return None  # absent or torn: fit again
+
+
+def _write_fit(file: Path, fit: tuple[np.ndarray, float]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=fit[0], bias=np.float64(fit[1]))
+    try:
+        write_atomic(file, buffer.getvalue(), private=True)
+    except OSError as exc:
+        log.warning("could not cache the tone model in %s: %s", file.parent, exc)
+
+
 class ToneModel:
     """`probability(text)`: how likely the words come from an upset caller, in [0, 1]."""
 
@@ -63,16 +94,26 @@ class ToneModel:
         self.bias = bias
 
     @classmethod
-    def fit(cls, encoder: SentenceEncoder, path: Path = TONE_LINES) -> ToneModel:
-        """Fit on `path`'s lines (once per encoder and file content in a process; ~0.2 s)."""
-        key = (encoder.name, hashlib.sha256(Path(path).read_bytes()).hexdigest())
-        if key not in _FITS:
+    def fit(
+        cls, encoder: SentenceEncoder, path: Path = TONE_LINES, cache_dir: Path | None = None
+    ) -> ToneModel:
+        """Fit on `path`'s lines: once per encoder and file content in a process (~1 s with
+        the embedding), and kept in `cache_dir` so a restart reads it instead."""
+        digest = hashlib.sha256(Path(path).read_bytes())
+        digest.update(encoder.name.encode())
+        key = digest.hexdigest()[:32]
+        file = None if cache_dir is None else Path(cache_dir) / f"tone-{key}.npz"
+        fit = _FITS.get(key) or _read_fit(file)
+        if fit is None:
             texts, labels = read_lines(path)
-            _FITS[key] = fit_logistic(encoder.encode([to_written(t) for t in texts]), labels)
-        return cls(encoder, *_FITS[key])
+            fit = fit_logistic(encoder.encode([_as_query(t) for t in texts]), labels)
+        if file is not None and not file.exists():
+            _write_fit(file, fit)
+        _FITS[key] = fit
+        return cls(encoder, *fit)
 
     def probability(self, text: str) -> float:
-        vector = self.encoder.encode([to_written(text)])[0]
+        vector = self.encoder.encode_one(_as_query(text))
         z = float(vector @ self.weights) + self.bias
         return 1 / (1 + math.exp(-max(-60.0, min(60.0, z))))
 
