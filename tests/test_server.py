@@ -645,3 +645,44 @@ def test_sse_subscription_and_prometheus_metrics(server, call_pcm):
     for name in ("voice_active_calls", "voice_asr_queue_segments", "voice_errors_total",
                  'voice_transcript_latency_seconds_bucket{le="1.5"}', "voice_asr_batch_size_sum"):  # fmt: skip
         assert name in text
+
+
+@pytest.mark.parametrize("overloaded", [False, True])
+def test_an_overloaded_server_answers_without_the_voice_analysis(call_pcm, overloaded):
+    """Under overload the pitch analysis is skipped (as speculation is): suggestions still come,
+    their tone from the words alone, `voice_score` null; otherwise every suggestion has one."""
+    from voice.answer.engine import AnswerEngine, AnswerOptions
+    from voice.asr import Transcript
+    from voice.server.calls import CallHub
+    from voice.server.config import ServerConfig
+    from voice.server.metrics import ServerMetrics
+    from voice.server.serializers import Start
+    from voice.server.store import Store
+    from voice.vad import VadOptions
+
+    class Words:  # each utterance heard as the same complaint
+        def transcribe_batch(self, segments):
+            return [Transcript("我要投訴你哋") for _ in segments]
+
+    pcm, _ = call_pcm
+
+    async def run():
+        config = ServerConfig(insecure_no_auth=True, db_path=":memory:")
+        engine = AnswerEngine.from_file(KB, AnswerOptions(semantic=False))
+        hub = CallHub(config, Store(":memory:"), ServerMetrics(), VadOptions(), engine, Words())
+        hub.scheduler.start()
+        if overloaded:  # held there: the queue itself is never long in this test
+            hub.scheduler.overloaded = True
+            hub.scheduler._update_gauges = lambda: None
+        call = hub.open(Start("c", encoding="pcm16", sample_rate=8000), "stream", None)
+        for chunk in _chunks(pcm.astype("<i2").tobytes(), 320):
+            call.feed(chunk)
+        await call.finish()
+        await hub.scheduler.stop()
+        return [e for e in hub.store.events("c") if e["type"] == "suggestion"]
+
+    suggestions = asyncio.run(run())
+    assert len(suggestions) >= 3
+    scores = [s["sentiment"]["voice_score"] for s in suggestions]
+    assert all(s is None for s in scores) if overloaded else all(s is not None for s in scores)
+    assert all(s["sentiment"]["label"] == "negative" for s in suggestions)  # the words still count

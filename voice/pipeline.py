@@ -167,13 +167,16 @@ class CallSession:
             avg_logprob=round(transcript.avg_logprob, 3),
         )
 
-    def answer_events(self, event: TranscriptEvent, segment: Segment) -> list[Event]:
+    def answer_events(
+        self, event: TranscriptEvent, segment: Segment, voice: bool = True
+    ) -> list[Event]:
         """The answer engine's events for a transcript (none without an engine). Touches only
         the call's answer session, so a server may run it off its event loop: the voice's pitch
-        analysis takes tens of milliseconds."""
+        analysis takes tens of milliseconds, which `voice=False` skips (no `voice_score`)."""
         if self.answer is None:
             return []
-        return self.answer.events(event, audio=segment.samples, sample_rate=segment.sample_rate)
+        audio = segment.samples if voice else None
+        return self.answer.events(event, audio=audio, sample_rate=segment.sample_rate)
 
     def end_event(self) -> EndEvent:
         duration = self.segmenter.samples_seen / SAMPLE_RATE

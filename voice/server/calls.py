@@ -274,8 +274,11 @@ class LiveCall:
             # the agent sees the words before the answer engine (pitch, search) has run, and the
             # engine runs in a thread so other calls' audio and events keep flowing meanwhile
             self.hub.publish(self, event)
+            # an overloaded server skips the voice's pitch analysis (about a quarter of an utterance's
+            # CPU beside the ASR), as it stops speculating: the words still set the tone
+            voice = not self.hub.scheduler.overloaded
             try:
-                events = await asyncio.to_thread(self.session.answer_events, event, segment)
+                events = await asyncio.to_thread(self.session.answer_events, event, segment, voice)
             except Exception:
                 self._failed("answer_failed", f"no suggestion for {span}: the answer engine failed")
                 continue
