@@ -887,12 +887,15 @@ def test_kb_embedding_cache_keeps_the_newest_versions(tmp_path, monkeypatch):
 
     monkeypatch.setattr(embed, "KEEP_FILES", 2)
     cache = tmp_path / "cache"
-    (cache / "legacy.npy").parent.mkdir(mode=0o700)
-    (cache / "legacy.npy").write_bytes(b"vectors in the old format")
+    legacy = cache / ("0123456789abcdef" * 2 + ".npy")  # the old format's name
+    cache.mkdir(mode=0o700)
+    legacy.write_bytes(b"vectors in the old format")
+    (cache / "mine.npy").write_bytes(b"someone else's file")
     encoder = embed.SentenceEncoder.load()
     for n in range(4):  # four versions of a two-text KB
         embed.cached_encode(encoder, [f"問題{n}", "查帳單"], cache)
-    assert len(list(cache.glob("vectors-*.npz"))) == 2 and not (cache / "legacy.npy").exists()
+    assert len(list(cache.glob("vectors-*.npz"))) == 2 and not legacy.exists()
+    assert (cache / "mine.npy").exists()  # only the cache's own old files are deleted
     newest = embed.newest_first(cache, "vectors-*.npz")[0]
     newest.write_bytes(b"torn")
     vectors = embed.cached_encode(encoder, ["問題3", "查帳單"], cache)

@@ -201,7 +201,7 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
     try:
         write_atomic(path, buffer.getvalue(), private=True)
         keep_newest(cache_dir, "vectors-*.npz", KEEP_FILES)  # the oldest KB versions go
-        keep_newest(cache_dir, "*.npy", 0)  # vectors in the format before 2026-12-07, unusable
+        keep_newest(cache_dir, "?" * 32 + ".npy", 0)  # the format before 2026-12-07, unusable
     except OSError as exc:
         log.warning("could not cache KB embeddings in %s: %s", cache_dir, exc)
     return vectors
