@@ -989,3 +989,13 @@ def test_tone_lines_errors_name_the_line(tmp_path):
     bad.write_text("calm\t我想查下張單\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="needs both upset and calm"):
         read_lines(bad)
+
+
+@pytest.mark.parametrize("text", ["我打咗幾次都揾唔到人", "我第三次打嚟", "冇人理我"])
+def test_the_same_words_are_one_cue_not_two(text):
+    """A phrase and a pattern that match the same words count once: these stay 'upset' (level
+    2), where counting both made them 'very upset'."""
+    from voice.answer.sentiment import detect
+
+    tone = detect(text)
+    assert tone.level == 2 and len(tone.cues) == 1, tone

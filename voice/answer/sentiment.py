@@ -140,8 +140,7 @@ PATTERNS = (
         re.compile(
             r"等(?:咗|左)?(?:成|足足)?\s*(?:[2-9]|\d{2}|[兩三四五六七八九十幾半]|好多)\s*個?"
             r"(?:鐘|日|工作天|個?禮拜|個?星期|個?月)"
-            r"|成(?:個|半個)(?:禮拜|星期|月|鐘)|而家第\S{1,2}日|已經(?:係)?第\S{1,2}次"
-            r"|第[三四五六七八九十幾]次"
+            r"|成(?:個|半個)(?:禮拜|星期|月|鐘)|而家第\S{1,2}日|第[三四五六七八九十幾]次"
         ),
     ),
     # every time / again and again, and rhetorical questions to "you people"
@@ -298,17 +297,24 @@ def _modifier(before: str) -> float:
 
 
 def _hits(norm: str) -> list[tuple[str, float, float]]:
-    """(cue, weight after modifiers, lexicon weight) for each lexicon phrase and pattern."""
+    """(cue, weight after modifiers, lexicon weight) for each lexicon phrase and pattern. Where
+    a phrase and a pattern (or two patterns) match overlapping words, only the heavier counts:
+    the same words are one cue, not two."""
     lexicon, pattern = _lexicon()
-    hits = []
+    found = []  # (span, cue, weight, lexicon weight)
     for match in pattern.finditer(norm):
         word = match.group()
         if lexicon[word]:
-            hits.append(
-                (word, lexicon[word] * _modifier(norm[: match.start()][-4:]), lexicon[word])
-            )
+            weight = lexicon[word] * _modifier(norm[: match.start()][-4:])
+            found.append((match.span(), word, weight, lexicon[word]))
     for cue, weight, regex in PATTERNS:
-        hits.extend((cue, weight, weight) for _ in regex.finditer(norm))
+        found.extend((m.span(), cue, weight, weight) for m in regex.finditer(norm))
+    kept: list[tuple[int, int]] = []
+    hits = []
+    for (start, end), cue, weight, base in sorted(found, key=lambda f: -abs(f[2])):
+        if all(end <= a or start >= b for a, b in kept):
+            kept.append((start, end))
+            hits.append((cue, weight, base))
     return hits
 
 
