@@ -1,5 +1,5 @@
 """Whether a caller's words sound upset by their meaning: a logistic regression on sentence
-embeddings of labelled caller lines, fitted when an engine is built."""
+embeddings of labelled caller lines, fitted when an engine is built (the fit is cached)."""
 
 from __future__ import annotations
 
