@@ -118,6 +118,12 @@ def _weights(terms: tuple[str, ...], channel: _Channel) -> tuple[dict[str, float
     return weights, sum(weights.values())
 
 
+def _distinct(terms: tuple[str, ...], channel: _Channel) -> tuple[tuple[str, ...], float]:
+    """The distinct terms, in order, and the sum of their IDFs in `channel`."""
+    distinct = tuple(dict.fromkeys(terms))
+    return distinct, sum(channel.weight(t) for t in distinct)
+
+
 def _share(weights: dict[str, float], total: float, other: set[str] | dict[str, float]) -> float:
     """IDF-weighted share of the terms in `weights` that are also in `other`."""
     return sum(w for t, w in weights.items() if t in other) / total if total else 0.0
@@ -224,10 +230,8 @@ class SearchIndex:
         self._stats = [
             [
                 _Question(
-                    tuple(dict.fromkeys(q.chars)),
-                    _weights(q.chars, self._chars)[1],
-                    tuple(dict.fromkeys(q.sounds)),
-                    _weights(q.sounds, self._sounds)[1],
+                    *_distinct(q.chars, self._chars),
+                    *_distinct(q.sounds, self._sounds),
                     q.syllables,
                 )
                 for q in questions
