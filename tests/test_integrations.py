@@ -268,7 +268,10 @@ def test_a_dead_letter_is_replayed_by_retry(tmp_path):
             async with _running(tmp_path, config) as (hub, store, metrics):
                 await hub.open(Start("C-5"), "stream", None).finish()
                 await _wait(lambda: Outbox.deliveries(store.db)[0]["status"] == "dead")
-                assert metrics.deliveries.get(target="admin-group", outcome="dead") == 1
+                # the counter moves once the write has committed, a moment after the row does
+                await _wait(
+                    lambda: metrics.deliveries.get(target="admin-group", outcome="dead") == 1
+                )
                 listed = subprocess.run(
                     [sys.executable, "-m", "voice", "integrations", "deliveries", "--db", str(db),
                      "--status", "dead", "--json"], capture_output=True, text=True, check=True)  # fmt: skip
