@@ -8,6 +8,29 @@ from dataclasses import fields
 DEFAULT_MANIFEST = "recordings/synth/manifest.jsonl"
 
 _HELP = {
+    "base_model": "model to start from: a model name (base: the packaged Whisper base) or a "
+    "CTranslate2 Whisper directory",
+    "top_layers": "top-encoder mode: how many of the top encoder layers train",
+    "lora_rank": "lora mode: rank of the LoRA adapters",
+    "train_embeddings": "train the token embeddings (tied to the output projection)",
+    "dropout": "dropout in the trained decoder layers",
+    "lr": "peak AdamW learning rate (linear warm-up, cosine decay over the budget)",
+    "warmup_steps": "steps of linear learning-rate warm-up",
+    "weight_decay": "AdamW weight decay",
+    "batch_size": "utterances per step (each batch holds one encoder window length)",
+    "max_steps": "upper bound on steps; the time budget usually ends training sooner",
+    "epochs": "upper bound in passes over the training set",
+    "eval_every": "steps between dev CER evaluations and checkpoints (the budget's end always "
+    "evaluates; a large value evaluates only then)",
+    "eval_utterances": "dev utterances per evaluation during training (0: all; the card uses all)",
+    "patience": "evaluations without a better dev CER before training stops",
+    "seed": "random seed of sampling, batching and augmentation",
+    "augment": "on-the-fly modes: speed, noise, gain and codec augmentation",
+    "label_smoothing": "cross-entropy label smoothing",
+    "max_label_tokens": "transcripts longer than this many tokens are cut",
+    "quantization": "CTranslate2 weights of the exported model (the encoder cache uses the same)",
+    "cache_dir": "where encoder outputs and features are cached ('': .NAME.work/cache beside --out)",
+    "threads": "torch and CTranslate2 threads (0: all cores)",
     "mode": "top-encoder (lower layers cached, top layers + decoder trained) | decoder (encoder "
     "frozen, CTranslate2 outputs cached) | full | lora",
     "window": "encoder window: auto (utterance rounded up to 5 s) or whole seconds (longer clips "
