@@ -190,6 +190,13 @@ def test_each_high_priority_event_is_one_signed_delivery_a_verifier_accepts(tmp_
                 priority = [e for e in first + second
                             if e.type == "alert" and e.alert.kind == "priority"]  # fmt: skip
                 await _wait(lambda: len(receiver.received) >= len(priority))
+                # the counter moves just after each delivery's row commits
+                await _wait(
+                    lambda: (
+                        metrics.deliveries.get(target="admin-group", outcome="delivered")
+                        >= len(priority)
+                    )
+                )
                 await asyncio.sleep(0.3)  # nothing more arrives
                 assert metrics.deliveries.get(target="admin-group", outcome="delivered") == len(
                     priority
