@@ -27,6 +27,17 @@ def write_atomic(path: Path, data: str | bytes, private: bool = False) -> Path:
     return path
 
 
+def write_arrays(path: Path, **arrays) -> Path:
+    """`np.savez` of `arrays` to `path`, atomically and owner-only (the KB caches' format)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue(), private=True)
+
+
 def private_dir(path: str | Path) -> Path:
     """`path` as a folder, created owner-only (0700) with its missing parents if it is new; an
     existing folder is left as its owner set it."""

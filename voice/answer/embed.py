@@ -4,7 +4,6 @@ rewritten as standard written Chinese, passage vectors cached on disk by their t
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ import numpy as np
 
 from voice.answer.text import to_hk
 from voice.errors import ConfigError
-from voice.files import keep_newest, newest_first, write_atomic
+from voice.files import keep_newest, newest_first, write_arrays
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +195,8 @@ def cached_encode(encoder: SentenceEncoder, texts: Sequence[str], cache_dir: Pat
     todo = [t for t, m in zip(texts, missing, strict=True) if m]
     if todo:
         vectors[missing] = encoder.encode(todo, progress=len(todo) > PROGRESS_FROM)
-    buffer = io.BytesIO()
-    np.savez(buffer, vectors=vectors, keys=keys)
     try:
-        write_atomic(path, buffer.getvalue(), private=True)
+        write_arrays(path, vectors=vectors, keys=keys)
         keep_newest(cache_dir, "vectors-*.npz", KEEP_FILES)  # the oldest KB versions go
         keep_newest(cache_dir, "?" * 32 + ".npy", 0)  # the format before 2026-12-07, unusable
     except OSError as exc:

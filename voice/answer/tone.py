@@ -4,7 +4,6 @@ embeddings of labelled caller lines, fitted when an engine is built (the fit is 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from voice.answer.embed import SentenceEncoder, to_written
 from voice.answer.text import normalize
 from voice.errors import ConfigError
-from voice.files import write_atomic
+from voice.files import write_arrays
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,8 @@ def _read_fit(file: Path | None) -> tuple[np.ndarray, float] | None:
 
 
 def _write_fit(file: Path, fit: tuple[np.ndarray, float]) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, weights=fit[0], bias=np.float64(fit[1]))
     try:
-        write_atomic(file, buffer.getvalue(), private=True)
+        write_arrays(file, weights=fit[0], bias=np.float64(fit[1]))
     except OSError as exc:
         log.warning("could not cache the tone model in %s: %s", file.parent, exc)
 
